@@ -1,0 +1,219 @@
+"""Running a job specification on flow records and storing its result files.
+
+``execute`` is the one path shared by the ra command line, the Celery tasks and the
+REST API: select by time range, then by filter, run the analysis, keep the first
+``top`` rows. ``write_result`` stores result.csv, result.json and meta.json, each
+written to a temporary file and renamed, so a reader never sees a partial file.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from appliance.jobspec import JobSpec
+from appliance.query.fields import CATALOGUE, DEFAULT_FIELDS, split_field
+from appliance.query.filter import parse_filter
+from appliance.query.render import RenderOptions, to_rows
+from appliance.query.timerange import parse_time_range
+from appliance.records import address_to_text
+
+log = logging.getLogger(__name__)
+
+#: Printed fields whose JSON value is a number when the text is all digits.
+INTEGER_FIELDS = frozenset(
+    ["trans", "seq", "pkts", "spkts", "dpkts", "bytes", "sbytes", "dbytes", "appbytes",
+     "sappbytes", "dappbytes", "sttl", "dttl", "stos", "dtos", "sas", "das", "vlan", "sport",
+     "dport"])
+
+
+@dataclass
+class JobContext:
+    """Who runs a job, for logging and progress: the job id and an optional progress callback."""
+
+    job_id: str = "cli"
+    progress: Callable[[str], None] | None = None
+
+    def report(self, step: str) -> None:
+        """Log a step of the job and pass it to the progress callback."""
+        log.info("job %s: %s", self.job_id, step)
+        if self.progress is not None:
+            self.progress(step)
+
+
+@dataclass
+class JobResult:
+    """The outcome of a job: result rows, the printed fields and metadata."""
+
+    spec: JobSpec
+    rows: pa.Table
+    fields: list[str]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def render_options(self, **overrides: Any) -> RenderOptions:
+        """Return the spec's output switches as RenderOptions, with ``overrides`` applied."""
+        settings = {**self.spec.render, **overrides}
+        return RenderOptions(**settings)
+
+
+def select(spec: JobSpec, records: pa.Table) -> pa.Table:
+    """Return the records inside the spec's time range that match its filter."""
+    table = records
+    if spec.time:
+        table = table.filter(parse_time_range(spec.time, spec.now).mask(table))
+    if spec.filter:
+        table = table.filter(parse_filter(spec.filter).mask(table))
+    return table
+
+
+def run_analysis(spec: JobSpec, table: pa.Table) -> tuple[pa.Table, dict[str, Any]]:
+    """Run the spec's analysis on selected records; returns rows and analysis metadata."""
+    if spec.analysis == "cluster":
+        from appliance.analyses.cluster import cluster_records
+
+        return cluster_records(table, spec.keys or None, spec.mode), {}
+    if spec.analysis == "sort":
+        from appliance.analyses.sort import sort_records
+
+        return sort_records(table, spec.keys or None), {}
+    if spec.analysis == "label":
+        return _label(spec, table)
+    if spec.analysis == "dns":
+        from appliance.analyses.dns import extract_dns
+
+        return extract_dns(table), {}
+    return table, {}
+
+
+def _label(spec: JobSpec, table: pa.Table) -> tuple[pa.Table, dict[str, Any]]:
+    from appliance.analyses.label import database_info, label_records
+
+    geoip = spec.label.get("geoip")
+    labelled = label_records(table, geoip, address_file=spec.label.get("address_file"),
+                             port_labels=bool(spec.label.get("port_labels", False)))
+    metadata = {"geoip": database_info(geoip)} if geoip else {}
+    return labelled, metadata
+
+
+def execute(spec: JobSpec, records: pa.Table, context: JobContext | None = None) -> JobResult:
+    """Run ``spec`` on ``records``: time range, filter, analysis, then the first ``top`` rows."""
+    context = context or JobContext()
+    timings: dict[str, float] = {}
+
+    started = time.perf_counter()
+    selected = select(spec, records)
+    timings["select_seconds"] = time.perf_counter() - started
+    context.report(f"selected {selected.num_rows} of {records.num_rows} records")
+
+    started = time.perf_counter()
+    rows, metadata = run_analysis(spec, selected)
+    timings["analysis_seconds"] = time.perf_counter() - started
+    context.report(f"{spec.analysis} produced {rows.num_rows} rows")
+
+    if spec.top is not None:
+        rows = rows.slice(0, spec.top)
+    if spec.analysis == "dns":
+        fields = list(rows.column_names)
+    else:
+        fields = list(spec.fields or DEFAULT_FIELDS)
+    metadata.update(timings=timings, input_records=records.num_rows,
+                    selected_records=selected.num_rows)
+    return JobResult(spec, rows, fields, metadata)
+
+
+def result_rows(result: JobResult) -> list[dict[str, Any]]:
+    """Return the result as one dict per row, keyed by field name, values as printed."""
+    if result.spec.analysis == "dns":
+        return _plain_rows(result.rows)
+    options = result.render_options(delimiter=",")
+    rows = to_rows(result.rows, result.fields, options)
+    for row in rows:
+        for name, text in row.items():
+            text = text.strip()
+            row[name] = int(text) if name in INTEGER_FIELDS and text.isdigit() else text
+    return rows
+
+
+def _plain_value(value: Any) -> Any:
+    if isinstance(value, bytes) and len(value) == 16:
+        return address_to_text(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    if hasattr(value, "timestamp"):
+        return f"{value.timestamp():.6f}"
+    return value
+
+
+def _plain_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """Rows of a table outside the flow catalogue (DNS messages), with readable values."""
+    rows = table.to_pylist()
+    return [{name: _plain_value(value) for name, value in row.items()} for row in rows]
+
+
+def _csv_text(result: JobResult, rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    names = [split_field(item)[0] for item in result.fields]
+    if result.spec.analysis == "dns":
+        writer.writerow(names)
+    else:
+        writer.writerow([CATALOGUE[name].label for name in names])
+    for row in rows:
+        writer.writerow(["" if row[name] is None else row[name] for name in names])
+    return buffer.getvalue()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_result(result: JobResult, directory: Path) -> dict[str, Any]:
+    """Write result.csv, result.json and meta.json into ``directory``; return the metadata.
+
+    The metadata holds the spec, the row count, the printed fields, the SHA-256
+    digest of result.csv, the timings and any analysis metadata (GeoIP database).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    rows = result_rows(result)
+    csv_bytes = _csv_text(result, rows).encode()
+    json_bytes = json.dumps(rows, ensure_ascii=False).encode()
+    _write_atomically(directory / "result.csv", csv_bytes)
+    _write_atomically(directory / "result.json", json_bytes)
+
+    metadata = {
+        **result.metadata,
+        "spec": result.spec.to_dict(),
+        "rows": len(rows),
+        "fields": [split_field(item)[0] for item in result.fields],
+        "sha256": hashlib.sha256(csv_bytes).hexdigest(),
+        "json_sha256": hashlib.sha256(json_bytes).hexdigest(),
+    }
+    metadata["timings"] = {**metadata.get("timings", {}),
+                           "write_seconds": time.perf_counter() - started}
+    _write_atomically(directory / "meta.json",
+                      json.dumps(metadata, indent=2, default=str).encode())
+    log.info("wrote result of %s job: %d rows to %s", result.spec.analysis, len(rows), directory)
+    return metadata

@@ -1,0 +1,1 @@
+"""The ra query language: time ranges (-t), filter expressions, field lists (-s) and output."""

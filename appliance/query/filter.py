@@ -1,0 +1,386 @@
+"""The ra filter language: parsing an expression and evaluating it on a record table.
+
+Operators: ``and``/``&&``, ``or``/``||``, ``not``/``!`` and brackets. ``not`` binds
+tightest; ``and`` and ``or`` have equal precedence and group from the left, as in
+Argus (``a or b and c`` is ``(a or b) and c``). A bare value after ``and``/``or``
+repeats the previous primitive's qualifiers and keyword: ``port 80 or 81``,
+``host 10.0.0.1 and 10.0.0.2``, ``tcp dst port 80 or 81``.
+
+Primitives::
+
+    [src|dst] host ADDR            [src|dst] net CIDR | net ADDR mask MASK
+    [tcp|udp] [src|dst] port P     P = number, range 53-215 or service name
+    ip ipv4 ipv6 tcp udp icmp icmpv6 igmp arp rarp gre esp ah sctp llc
+    [ip] proto N|NAME              ether [src|dst|host] MAC
+    [src|dst] COUNTER [OP] N       COUNTER = pkts bytes appbytes ttl tos trans dur seq
+                                   OP = eq lt lte gt gte neq (default eq)
+    [src|dst] co CC                srcid ID     vlan N
+
+A counter without ``src``/``dst`` compares the record total (``pkts gt 10`` is
+spkts + dpkts > 10); Argus 3.0.8 tests each direction instead. Counters that
+have no total (``ttl``, ``tos``) match when either direction matches.
+Expressions compile to one polars expression evaluated over the whole table.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import polars as pl
+import pyarrow as pa
+
+from appliance.query.render import IP_PROTOCOL_NAMES
+from appliance.records import EtherType, pack_address
+
+
+class FilterSyntaxError(ValueError):
+    """A filter expression that cannot be parsed; names the offending token and its position."""
+
+    def __init__(self, expression: str, token: str, position: int, reason: str) -> None:
+        where = f"at {token!r} (character {position + 1})" if token else "at the end"
+        super().__init__(f"invalid filter {expression!r} {where}: {reason}")
+        self.expression = expression
+        self.token = token
+        self.position = position
+        self.reason = reason
+
+
+_TOKEN = re.compile(r"\s*(&&|\|\||!|\(|\)|[^\s()!]+)")
+
+DIRECTIONS = ("src", "dst")
+COMPARISONS: dict[str, Callable[[pl.Expr, float], pl.Expr]] = {
+    "eq": lambda column, value: column == value,
+    "neq": lambda column, value: column != value,
+    "lt": lambda column, value: column < value,
+    "lte": lambda column, value: column <= value,
+    "gt": lambda column, value: column > value,
+    "gte": lambda column, value: column >= value,
+}
+
+#: Counters: (source column, destination column, whether a total exists).
+COUNTERS: dict[str, tuple[str, str, bool]] = {
+    "pkts": ("spkts", "dpkts", True),
+    "bytes": ("sbytes", "dbytes", True),
+    "appbytes": ("sappbytes", "dappbytes", True),
+    "ttl": ("sttl", "dttl", False),
+    "tos": ("stos", "dtos", False),
+}
+#: Record-level numeric values that have no direction.
+SCALARS = ("trans", "seq", "dur")
+
+_PROTOCOL_NUMBERS = {name: number for number, name in IP_PROTOCOL_NAMES.items()}
+_PROTOCOL_NUMBERS.update({"icmpv6": 58, "ipv6-icmp": 58})
+#: Protocol keywords that select by ethertype rather than by IP protocol number.
+ETHERTYPE_KEYWORDS = {"ipv4": (EtherType.IPV4,), "ipv6": (EtherType.IPV6,),
+                      "ip": (EtherType.IPV4, EtherType.IPV6), "arp": (EtherType.ARP,),
+                      "rarp": (0x8035,), "llc": (EtherType.LLC,)}
+IP_PROTOCOL_KEYWORDS = ("tcp", "udp", "icmp", "icmpv6", "igmp", "gre", "esp", "ah", "sctp")
+KEYWORDS = {"host", "net", "port", "proto", "ether", "co", "srcid", "vlan", "mask",
+            *DIRECTIONS, *COUNTERS, *SCALARS, *COMPARISONS, "and", "or", "not",
+            *ETHERTYPE_KEYWORDS, *IP_PROTOCOL_KEYWORDS}
+
+
+@dataclass
+class _Token:
+    text: str
+    position: int
+
+
+@dataclass
+class _Template:
+    """Qualifiers and keyword of the last primitive, reused by a bare value after and/or."""
+
+    protocol: str | None = None
+    direction: str | None = None
+    keyword: str = ""
+    comparison: str = "eq"
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Filter:
+    """A parsed filter expression; ``mask`` evaluates it on a record table."""
+
+    def __init__(self, text: str, expression: pl.Expr | None) -> None:
+        self.text = text
+        self.expression = expression
+
+    def mask(self, table: pa.Table) -> pa.Array:
+        """Return a boolean array: True for each record the expression selects."""
+        if self.expression is None:
+            return pa.array([True] * table.num_rows, pa.bool_())
+        needed = [name for name in self.expression.meta.root_names()
+                  if name in table.column_names]
+        frame = pl.from_arrow(table.select(sorted(set(needed))))
+        if isinstance(frame, pl.Series):
+            frame = frame.to_frame()
+        result = frame.select(self.expression.fill_null(False).alias("mask"))
+        return result.to_series().to_arrow().cast(pa.bool_())
+
+    def __repr__(self) -> str:
+        return f"Filter({self.text!r})"
+
+
+def parse_filter(text: str) -> Filter:
+    """Parse a filter expression. An empty expression selects every record.
+
+    Raises FilterSyntaxError pointing at the token that cannot be parsed.
+    """
+    tokens = [_Token(match[1], match.start(1)) for match in _TOKEN.finditer(text)
+              if match[1].strip()]
+    if not tokens:
+        return Filter(text, None)
+    parser = _Parser(text, tokens)
+    expression = parser.expression()
+    if parser.index < len(tokens):
+        parser.fail("expected 'and', 'or' or the end of the expression")
+    return Filter(text, expression)
+
+
+class _Parser:
+    """Recursive-descent parser producing a polars expression."""
+
+    def __init__(self, text: str, tokens: list[_Token]) -> None:
+        self.text = text
+        self.tokens = tokens
+        self.index = 0
+        self.template: _Template | None = None
+
+    def peek(self, offset: int = 0) -> str | None:
+        position = self.index + offset
+        return self.tokens[position].text.lower() if position < len(self.tokens) else None
+
+    def take(self) -> str:
+        if self.index >= len(self.tokens):
+            self.fail("the expression ends too early")
+        token = self.tokens[self.index].text
+        self.index += 1
+        return token
+
+    def fail(self, reason: str, back: int = 0) -> None:
+        position = self.index - back
+        if position < len(self.tokens):
+            token = self.tokens[position]
+            raise FilterSyntaxError(self.text, token.text, token.position, reason)
+        raise FilterSyntaxError(self.text, "", len(self.text), reason)
+
+    def expression(self) -> pl.Expr:
+        result = self.unary()
+        while self.peek() in ("and", "&&", "or", "||"):
+            operator = self.take().lower()
+            right = self.unary(after_operator=True)
+            result = result & right if operator in ("and", "&&") else result | right
+        return result
+
+    def unary(self, after_operator: bool = False) -> pl.Expr:
+        token = self.peek()
+        if token in ("not", "!"):
+            self.take()
+            return ~self.unary()
+        if token == "(":
+            self.take()
+            inner = self.expression()
+            if self.peek() != ")":
+                self.fail("expected ')'")
+            self.take()
+            return inner
+        if token is None or token == ")":
+            self.fail("expected a primitive such as 'host', 'port' or 'tcp'")
+        if after_operator and self.template is not None and token not in KEYWORDS:
+            return self.repeat_template()
+        return self.primitive()
+
+    def repeat_template(self) -> pl.Expr:
+        template = self.template
+        value = self.take()
+        return _build(self, template, value)
+
+    def primitive(self) -> pl.Expr:
+        template = _Template()
+        token = self.peek()
+        if token in IP_PROTOCOL_KEYWORDS + ("ip",) and self.peek(1) in (
+                "src", "dst", "port", "host", "net", "proto"):
+            template.protocol = self.take().lower()
+            token = self.peek()
+        if token in DIRECTIONS:
+            template.direction = self.take().lower()
+            if self.peek() in ("or", "and") and self.peek(1) in DIRECTIONS:
+                self.fail("combined directions such as 'src or dst' are not supported")
+            token = self.peek()
+        if token in ETHERTYPE_KEYWORDS or token in IP_PROTOCOL_KEYWORDS:
+            if template.direction:
+                self.fail("a direction needs a keyword such as host, net, port or pkts")
+            self.take()
+            return _protocol(token)
+        if token in ("host", "net", "port", "proto", "co", "srcid", "vlan", "ether"):
+            template.keyword = self.take().lower()
+            if template.keyword == "ether" and self.peek() in ("src", "dst", "host"):
+                template.direction = {"host": None}.get(self.peek(), self.peek())
+                self.take()
+        elif token in COUNTERS or token in SCALARS:
+            template.keyword = self.take().lower()
+            if self.peek() in COMPARISONS:
+                template.comparison = self.take().lower()
+        else:
+            self.fail("unknown keyword")
+        value = self.take()
+        if template.keyword == "net" and self.peek() == "mask":
+            self.take()
+            template.extra["mask"] = self.take()
+        self.template = template
+        return _build(self, template, value)
+
+
+def _protocol(keyword: str) -> pl.Expr:
+    if keyword in ETHERTYPE_KEYWORDS:
+        return pl.col("etype").is_in(list(ETHERTYPE_KEYWORDS[keyword]))
+    number = _PROTOCOL_NUMBERS[keyword]
+    return _is_ip() & (pl.col("proto") == number)
+
+
+def _is_ip() -> pl.Expr:
+    return pl.col("etype").is_in([EtherType.IPV4, EtherType.IPV6])
+
+
+def _sides(direction: str | None) -> tuple[str, ...]:
+    return ("s",) if direction == "src" else ("d",) if direction == "dst" else ("s", "d")
+
+
+def _either(direction: str | None, make: Callable[[str], pl.Expr]) -> pl.Expr:
+    expressions = [make(side) for side in _sides(direction)]
+    result = expressions[0]
+    for expression in expressions[1:]:
+        result = result | expression
+    return result
+
+
+def _build(parser: _Parser, template: _Template, value: str) -> pl.Expr:
+    """Turn a keyword with its qualifiers and one value into a polars expression."""
+    builders = {"host": _host, "net": _net, "port": _port, "proto": _proto_value,
+                "co": _country, "srcid": _srcid, "vlan": _vlan, "ether": _ether}
+    try:
+        if template.keyword in builders:
+            return builders[template.keyword](template, value)
+        return _counter(template, value)
+    except ValueError as error:
+        parser.fail(str(error), back=1)
+        raise  # unreachable: fail() raises
+
+
+def _host(template: _Template, value: str) -> pl.Expr:
+    try:
+        packed = pack_address(value)
+    except ValueError:
+        raise ValueError("expected an IPv4 or IPv6 address") from None
+    return _either(template.direction, lambda side: pl.col(f"{side}addr") == pl.lit(packed))
+
+
+def _net(template: _Template, value: str) -> pl.Expr:
+    text = value if "mask" not in template.extra else f"{value}/{template.extra['mask']}"
+    try:
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError("expected a network such as 10.0.0.0/8") from None
+    low = pack_address(str(network.network_address))
+    high = pack_address(str(network.broadcast_address))
+
+    def inside(side: str) -> pl.Expr:
+        column = pl.col(f"{side}addr")
+        return (column >= pl.lit(low)) & (column <= pl.lit(high))
+
+    return _either(template.direction, inside)
+
+
+def _port_range(value: str, protocol: str | None) -> tuple[int, int, tuple[int, ...]]:
+    """Return the port range and the IP protocols a port value applies to."""
+    protocols = (6, 17) if protocol is None else (_PROTOCOL_NUMBERS[protocol],)
+    if re.fullmatch(r"\d+(-\d+)?", value):
+        low, _, high = value.partition("-")
+        first, last = int(low), int(high or low)
+        if last > 65535 or first > last:
+            raise ValueError("expected a port from 0 to 65535 or a range such as 53-215")
+        return first, last, protocols
+    found = []
+    for name in ("tcp", "udp") if protocol is None else (protocol,):
+        try:
+            found.append((socket.getservbyname(value, name), _PROTOCOL_NUMBERS[name]))
+        except OSError:
+            continue
+    if not found:
+        raise ValueError("expected a port number, a range or a service name")
+    numbers = {number for number, _ in found}
+    if len(numbers) > 1:
+        raise ValueError("the service name maps to different tcp and udp ports")
+    port = numbers.pop()
+    return port, port, tuple(number for _, number in found)
+
+
+def _port(template: _Template, value: str) -> pl.Expr:
+    first, last, protocols = _port_range(value, template.protocol)
+
+    def matches(side: str) -> pl.Expr:
+        column = pl.col(f"{side}port")
+        return (column >= first) & (column <= last)
+
+    return _is_ip() & pl.col("proto").is_in(list(protocols)) & _either(template.direction,
+                                                                      matches)
+
+
+def _proto_value(template: _Template, value: str) -> pl.Expr:
+    number = int(value) if value.isdigit() else _PROTOCOL_NUMBERS.get(value.lower())
+    if number is None or number > 255:
+        raise ValueError("expected an IP protocol number (0-255) or name")
+    return _is_ip() & (pl.col("proto") == number)
+
+
+def _country(template: _Template, value: str) -> pl.Expr:
+    if not re.fullmatch(r"[A-Za-z]{2}", value):
+        raise ValueError("expected a two-letter country code")
+    return _either(template.direction, lambda side: pl.col(f"{side}co") == value.upper())
+
+
+def _srcid(template: _Template, value: str) -> pl.Expr:
+    return pl.col("srcid") == value
+
+
+def _vlan(template: _Template, value: str) -> pl.Expr:
+    if not value.isdigit() or int(value) > 4095:
+        raise ValueError("expected a VLAN id from 0 to 4095")
+    return pl.col("vlan") == int(value)
+
+
+def _ether(template: _Template, value: str) -> pl.Expr:
+    if not re.fullmatch(r"[0-9A-Fa-f]{1,2}(:[0-9A-Fa-f]{1,2}){5}", value):
+        raise ValueError("expected a MAC address such as 00:11:22:33:44:55")
+    packed = bytes(int(part, 16) for part in value.split(":"))
+    return _either(template.direction, lambda side: pl.col(f"{side}mac") == pl.lit(packed))
+
+
+def _number(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError("expected a number") from None
+
+
+def _counter(template: _Template, value: str) -> pl.Expr:
+    number = _number(value)
+    compare = COMPARISONS[template.comparison]
+    keyword = template.keyword
+    if keyword == "dur":
+        seconds = (pl.col("ltime") - pl.col("stime")).dt.total_microseconds() / 1e6
+        return compare(seconds, number)
+    if keyword in SCALARS:
+        return compare(pl.col(keyword), number)
+    source, destination, has_total = COUNTERS[keyword]
+    if template.direction == "src":
+        return compare(pl.col(source).fill_null(0), number)
+    if template.direction == "dst":
+        return compare(pl.col(destination).fill_null(0), number)
+    if has_total:
+        total = pl.col(source).fill_null(0) + pl.col(destination).fill_null(0)
+        return compare(total, number)
+    return compare(pl.col(source), number) | compare(pl.col(destination), number)

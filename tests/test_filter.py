@@ -1,0 +1,120 @@
+"""The filter language: primitives, precedence, qualifier inheritance and syntax errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pytest
+
+from appliance.query.filter import FilterSyntaxError, parse_filter
+from appliance.records import FLOW_SCHEMA, EtherType, conform, pack_address
+
+IPV4, IPV6, ARP = int(EtherType.IPV4), int(EtherType.IPV6), int(EtherType.ARP)
+
+
+def flow(name, etype, proto, saddr, sport, daddr, dport, spkts, dpkts, **extra):
+    start = datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+    row = {"label": name, "etype": etype, "proto": proto,
+           "saddr": pack_address(saddr) if saddr else None, "sport": sport,
+           "daddr": pack_address(daddr) if daddr else None, "dport": dport,
+           "spkts": spkts, "dpkts": dpkts, "pkts": spkts + dpkts,
+           "sbytes": 100 * spkts, "dbytes": 100 * dpkts, "bytes": 100 * (spkts + dpkts),
+           "stime": start, "ltime": start, "trans": 1}
+    row.update(extra)
+    return row
+
+
+ROWS = [
+    flow("web", IPV4, 6, "10.0.0.1", 40000, "10.0.0.2", 80, 5, 4, sttl=64, dttl=128),
+    flow("alt", IPV4, 6, "10.0.0.1", 40001, "10.0.0.2", 81, 2, 0, sttl=64),
+    flow("dns", IPV4, 17, "10.0.0.1", 33333, "8.8.8.8", 53, 1, 1, sco="US", dco="US"),
+    flow("dns6", IPV6, 17, "2001:db8::1", 5353, "2001:db8::2", 53, 1, 0),
+    flow("ping", IPV4, 1, "10.0.0.2", 0x0800, "10.0.0.1", 7, 1, 1),
+    flow("arp", ARP, 0, "10.0.0.1", 0, "10.0.0.2", 0, 1, 1),
+    flow("lldp", 0x88CC, 0, None, 0, None, 0, 1, 0, smac=bytes.fromhex("001122334455")),
+    flow("big", IPV4, 17, "192.168.1.9", 9999, "10.1.2.3", 8888, 30, 0),
+]
+
+
+@pytest.fixture(scope="module")
+def table() -> pa.Table:
+    names = list(ROWS[0]) + ["sttl", "dttl", "sco", "dco", "smac"]
+    columns = {name: [row.get(name) for row in ROWS] for name in dict.fromkeys(names)}
+    schema = pa.schema([FLOW_SCHEMA.field(name) for name in columns])
+    return conform(pa.table(columns, schema=schema))
+
+
+def selected(table: pa.Table, expression: str) -> list[str]:
+    mask = parse_filter(expression).mask(table)
+    return table.filter(mask).column("label").to_pylist()
+
+
+@pytest.mark.parametrize(("expression", "expected"), [
+    ("", [row["label"] for row in ROWS]),
+    ("tcp", ["web", "alt"]),
+    ("udp", ["dns", "dns6", "big"]),
+    ("icmp", ["ping"]),
+    ("arp", ["arp"]),
+    ("ip", ["web", "alt", "dns", "dns6", "ping", "big"]),
+    ("ipv6", ["dns6"]),
+    ("ipv4 and udp", ["dns", "big"]),
+    ("proto 17", ["dns", "dns6", "big"]),
+    ("ip proto udp", ["dns", "dns6", "big"]),
+    ("host 10.0.0.2", ["web", "alt", "ping", "arp"]),
+    ("src host 10.0.0.2", ["ping"]),
+    ("dst host 8.8.8.8", ["dns"]),
+    ("net 10.0.0.0/24", ["web", "alt", "dns", "ping", "arp"]),
+    ("dst net 10.0.0.0 mask 255.0.0.0", ["web", "alt", "ping", "arp", "big"]),
+    ("net 2001:db8::/32", ["dns6"]),
+    ("port 53", ["dns", "dns6"]),
+    ("port domain", ["dns", "dns6"]),
+    ("port 80 or 81", ["web", "alt"]),
+    ("tcp dst port 80 or 81", ["web", "alt"]),
+    ("udp port 80", []),
+    ("port 50-90", ["web", "alt", "dns", "dns6"]),
+    ("src port 5353", ["dns6"]),
+    ("host 10.0.0.1 and 10.0.0.2", ["web", "alt", "ping", "arp"]),
+    ("not tcp", ["dns", "dns6", "ping", "arp", "lldp", "big"]),
+    ("! tcp and ! udp", ["ping", "arp", "lldp"]),
+    ("tcp or udp and port 53", ["dns", "dns6"]),
+    ("tcp or (udp and port 53)", ["web", "alt", "dns", "dns6"]),
+    ("udp && port 53 || tcp", ["web", "alt", "dns", "dns6"]),
+    ("pkts gt 8", ["web", "big"]),
+    ("pkts 2", ["alt", "dns", "ping", "arp"]),
+    ("src pkts gte 5", ["web", "big"]),
+    ("dst pkts eq 0", ["alt", "dns6", "lldp", "big"]),
+    ("bytes lt 200", ["dns6", "lldp"]),
+    ("ttl 128", ["web"]),
+    ("dst co US", ["dns"]),
+    ("ether src 00:11:22:33:44:55", ["lldp"]),
+    ("trans 1 and not ip", ["arp", "lldp"]),
+])
+def test_selects(table, expression, expected):
+    assert selected(table, expression) == expected
+
+
+def test_and_or_group_left_to_right(table):
+    # a or b and c is (a or b) and c in Argus, unlike C.
+    assert selected(table, "arp or tcp and port 80") == ["web"]
+
+
+@pytest.mark.parametrize(("expression", "token"), [
+    ("hots 10.0.0.1", "hots"),
+    ("host 10.0.0", "10.0.0"),
+    ("port 70000", "70000"),
+    ("port nosuchservice", "nosuchservice"),
+    ("tcp and", ""),
+    ("(tcp or udp", ""),
+    ("tcp )", ")"),
+    ("pkts gt many", "many"),
+    ("net 10.0.0.0/33", "10.0.0.0/33"),
+    ("src tcp", "tcp"),
+])
+def test_syntax_errors_point_at_token(expression, token):
+    with pytest.raises(FilterSyntaxError) as caught:
+        parse_filter(expression)
+    assert caught.value.token == token
+    if token:
+        assert expression[caught.value.position:].startswith(token)
+    assert repr(expression) in str(caught.value)
