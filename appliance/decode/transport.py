@@ -1,0 +1,178 @@
+"""Transport layer: TCP, UDP, ICMP and ICMPv6 headers, and the headers ICMP errors quote."""
+
+from __future__ import annotations
+
+from numba import njit
+
+from appliance.decode import columns as c
+from appliance.decode.constants import (
+    ET_IPV4,
+    ET_IPV6,
+    FRAG_LATER,
+    M_NONE,
+    M_TRUNCATED_TRANSPORT,
+    P_TCP,
+    P_UDP,
+)
+from appliance.decode.link import u16, u32
+from appliance.decode.network import parse_ipv4, parse_ipv6
+
+TCP_MIN_HEADER_LEN = 20
+TCP_FLAGS_END = 14  # the flags byte is byte 13
+UDP_HEADER_LEN = 8
+ICMP_HEADER_LEN = 8
+
+# ICMP (v4) types whose identifier and sequence number pair a request with its reply.
+ICMP_ECHO_REPLY = 0
+ICMP_UNREACHABLE = 3
+ICMP_SOURCE_QUENCH = 4
+ICMP_REDIRECT = 5
+ICMP_ECHO = 8
+ICMP_TIME_EXCEEDED = 11
+ICMP_PARAMETER_PROBLEM = 12
+ICMP_TIMESTAMP = 13
+ICMP_TIMESTAMP_REPLY = 14
+ICMP_INFO_REQUEST = 15
+ICMP_INFO_REPLY = 16
+ICMP_MASK_REQUEST = 17
+ICMP_MASK_REPLY = 18
+ICMP_UNREACHABLE_PORT = 3  # code
+
+ICMPV6_UNREACHABLE = 1
+ICMPV6_PARAMETER_PROBLEM = 4
+ICMPV6_ECHO = 128
+ICMPV6_ECHO_REPLY = 129
+
+
+@njit(cache=True)
+def icmp_request_type(icmp_type, version):
+    """Return the request type an ICMP reply answers, or -1 for types that are not queries."""
+    if version == 4:
+        if icmp_type in (ICMP_ECHO, ICMP_TIMESTAMP, ICMP_INFO_REQUEST, ICMP_MASK_REQUEST):
+            return icmp_type
+        if icmp_type == ICMP_ECHO_REPLY:
+            return ICMP_ECHO
+        if icmp_type in (ICMP_TIMESTAMP_REPLY, ICMP_INFO_REPLY, ICMP_MASK_REPLY):
+            return icmp_type - 1
+        return -1
+    if icmp_type == ICMPV6_ECHO or icmp_type == ICMPV6_ECHO_REPLY:
+        return ICMPV6_ECHO
+    return -1
+
+
+@njit(cache=True)
+def is_icmp_error(icmp_type, version):
+    if version == 4:
+        return icmp_type in (
+            ICMP_UNREACHABLE, ICMP_SOURCE_QUENCH, ICMP_REDIRECT, ICMP_TIME_EXCEEDED,
+            ICMP_PARAMETER_PROBLEM,
+        )
+    return ICMPV6_UNREACHABLE <= icmp_type <= ICMPV6_PARAMETER_PROBLEM
+
+
+@njit(cache=True)
+def set_payload(fields, row, start, cap_end, wire_len):
+    fields[row, c.PAYLOAD_OFFSET] = start
+    fields[row, c.PAYLOAD_CAPLEN] = max(0, cap_end - start)
+    fields[row, c.PAYLOAD_LEN] = max(0, wire_len)
+
+
+@njit(cache=True)
+def parse_tcp(buf, pos, cap_end, wire_len, fields, row):
+    if pos + 4 > cap_end:
+        return M_TRUNCATED_TRANSPORT
+    fields[row, c.SPORT] = u16(buf, pos)
+    fields[row, c.DPORT] = u16(buf, pos + 2)
+    header_len = TCP_MIN_HEADER_LEN
+    if pos + TCP_FLAGS_END <= cap_end:
+        fields[row, c.TCP_SEQ] = u32(buf, pos + 4)
+        header_len = (buf[pos + 12] >> 4) * 4
+        fields[row, c.TCP_FLAGS] = buf[pos + 13]
+    # An invalid data offset (below 20) still sets the payload length, as in argus 3.0.8.
+    set_payload(fields, row, pos + max(header_len, TCP_MIN_HEADER_LEN), cap_end,
+                wire_len - header_len)
+    return M_NONE
+
+
+@njit(cache=True)
+def parse_udp(buf, pos, cap_end, wire_len, fields, row):
+    if pos + 4 > cap_end:
+        return M_TRUNCATED_TRANSPORT
+    fields[row, c.SPORT] = u16(buf, pos)
+    fields[row, c.DPORT] = u16(buf, pos + 2)
+    set_payload(fields, row, pos + UDP_HEADER_LEN, cap_end, wire_len - UDP_HEADER_LEN)
+    return M_NONE
+
+
+@njit(cache=True)
+def parse_quoted(buf, pos, cap_end, version, quoted_fields, quoted_saddr, quoted_daddr, row):
+    """Decode the IP header (and ports) an ICMP error quotes; return 1 when it decoded.
+
+    The quoted datagram is usually cut short, so its IP length is not checked.
+    """
+    unchecked = 1 << 30
+    if version == 4:
+        transport, end, _, malformed = parse_ipv4(
+            buf, pos, cap_end, unchecked, quoted_fields, quoted_saddr, quoted_daddr, row
+        )
+        quoted_fields[row, c.ETYPE] = ET_IPV4
+    else:
+        transport, end, _, malformed = parse_ipv6(
+            buf, pos, cap_end, unchecked, quoted_fields, quoted_saddr, quoted_daddr, row
+        )
+        quoted_fields[row, c.ETYPE] = ET_IPV6
+    if malformed != M_NONE:
+        return 0
+    proto = quoted_fields[row, c.PROTO]
+    if quoted_fields[row, c.FRAGMENT] == FRAG_LATER:
+        return 1
+    if proto == P_TCP or proto == P_UDP:
+        if transport + 4 <= end:
+            quoted_fields[row, c.SPORT] = u16(buf, transport)
+            quoted_fields[row, c.DPORT] = u16(buf, transport + 2)
+    elif transport + ICMP_HEADER_LEN <= end:  # a quoted ICMP query
+        quoted_fields[row, c.SPORT] = u16(buf, transport)
+        quoted_fields[row, c.DPORT] = u16(buf, transport + 4)
+        quoted_fields[row, c.ICMP_SEQ] = u16(buf, transport + 6)
+    return 1
+
+
+@njit(cache=True)
+def error_dport(icmp_type, code, version, quoted_fields, quoted_daddr, row):
+    """Return the dport argus gives an ICMP error: the quoted port or destination address.
+
+    Port unreachable keeps the quoted destination port; net and host unreachable
+    keep two bytes of the quoted destination address (argus 3.0.8).
+    """
+    if version != 4 or icmp_type != ICMP_UNREACHABLE:
+        return 0
+    if code == ICMP_UNREACHABLE_PORT:
+        return quoted_fields[row, c.DPORT]
+    if code <= 1:
+        # argus 3.0.8 keeps the low 16 bits of the address read in little-endian order.
+        return (int(quoted_daddr[row, 13]) << 8) | int(quoted_daddr[row, 12])
+    return 0
+
+
+@njit(cache=True)
+def parse_icmp(buf, pos, cap_end, wire_len, version, fields, quoted_fields, quoted_saddr,
+               quoted_daddr, row):
+    """Decode an ICMP or ICMPv6 header; the payload includes the ICMP header, as in argus."""
+    if pos + 2 > cap_end:
+        return M_TRUNCATED_TRANSPORT
+    icmp_type = int(buf[pos])
+    fields[row, c.SPORT] = (icmp_type << 8) | int(buf[pos + 1])
+    if icmp_request_type(icmp_type, version) >= 0 and pos + ICMP_HEADER_LEN <= cap_end:
+        fields[row, c.DPORT] = u16(buf, pos + 4)
+        fields[row, c.ICMP_SEQ] = u16(buf, pos + 6)
+    elif is_icmp_error(icmp_type, version):
+        fields[row, c.QUOTED] = parse_quoted(
+            buf, pos + ICMP_HEADER_LEN, cap_end, version, quoted_fields, quoted_saddr,
+            quoted_daddr, row,
+        )
+        if fields[row, c.QUOTED]:
+            fields[row, c.DPORT] = error_dport(
+                icmp_type, int(buf[pos + 1]), version, quoted_fields, quoted_daddr, row
+            )
+    set_payload(fields, row, pos, cap_end, wire_len)
+    return M_NONE
