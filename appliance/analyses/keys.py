@@ -1,0 +1,165 @@
+"""Key names shared by racluster and rasort, and the address arithmetic behind them.
+
+Addresses are 16-byte columns (IPv4 as IPv4-mapped IPv6). For grouping, masking and
+ordering they are split into two unsigned 64-bit words, high and low, so that every
+operation is integer arithmetic on NumPy or polars columns. Byte order of the binary
+form equals numeric order of the (high, low) pair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from appliance.records import EtherType
+
+#: Ethertypes whose flows are keyed by IP addresses; every other flow is keyed by MAC.
+ADDRESS_ETYPES = (int(EtherType.IPV4), int(EtherType.IPV6), int(EtherType.ARP))
+
+#: IPv4 prefix lengths count on the IPv4 address, which sits in the last 32 bits.
+IPV4_MAPPED_BITS = 96
+
+
+class AnalysisKeyError(ValueError):
+    """An -m key that the analysis does not know or cannot use."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"invalid key {key!r}: {message}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class AddressKey:
+    """An address key such as ``saddr`` or ``daddr/24`` (``prefix`` None: whole address)."""
+
+    field: str
+    prefix: int | None
+
+
+def parse_address_key(key: str) -> AddressKey | None:
+    """Parse ``saddr``, ``daddr``, ``saddr/N`` or ``daddr/N``; return None for other keys."""
+    name, _, length = key.partition("/")
+    if name not in ("saddr", "daddr"):
+        return None
+    if not length:
+        return AddressKey(name, None)
+    if not length.isdigit() or not 0 <= int(length) <= 128:
+        raise AnalysisKeyError(key, "the prefix length must be a number from 0 to 128")
+    return AddressKey(name, int(length))
+
+
+def address_words(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split a 16-byte address column into (high, low, valid) NumPy arrays.
+
+    Null addresses become zero words with ``valid`` False.
+    """
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    count = len(array)
+    if count == 0:
+        empty = np.zeros(0, dtype=np.uint64)
+        return empty, empty.copy(), np.zeros(0, dtype=bool)
+    array = array.cast(pa.binary(16))
+    data = array.buffers()[1]
+    words = np.frombuffer(data, dtype=">u8", count=2 * (array.offset + count))
+    words = words[2 * array.offset :].reshape(count, 2).astype(np.uint64)
+    valid = ~np.asarray(array.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    high = np.where(valid, words[:, 0], np.uint64(0))
+    low = np.where(valid, words[:, 1], np.uint64(0))
+    return high, low, valid
+
+
+def words_to_addresses(high: np.ndarray, low: np.ndarray, valid: np.ndarray) -> pa.Array:
+    """Join (high, low) words back into a 16-byte address array (null where not valid)."""
+    words = np.empty((len(high), 2), dtype=">u8")
+    words[:, 0] = high
+    words[:, 1] = low
+    buffer = pa.py_buffer(words.tobytes())
+    null_count = int((~valid).sum())
+    bitmap = pa.array(valid, type=pa.bool_()).buffers()[1] if null_count else None
+    return pa.Array.from_buffers(pa.binary(16), len(high), [bitmap, buffer], null_count=null_count)
+
+
+def is_ipv4_mapped_words(high: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """Tell, per row, whether the address is IPv4-mapped (``::ffff:a.b.c.d``)."""
+    return (high == np.uint64(0)) & ((low >> np.uint64(32)) == np.uint64(0xFFFF))
+
+
+def _mask_word(word: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    """Keep the top ``bits`` (0 to 64, per row) of each 64-bit word."""
+    bits = bits.astype(np.uint64)
+    full = bits >= np.uint64(64)
+    shift = np.where(full, np.uint64(0), np.uint64(64) - bits)
+    # A shift by 64 is undefined, so rows keeping no bits are zeroed separately.
+    mask = np.where(full, ~np.uint64(0), (~np.uint64(0) << shift))
+    mask = np.where(bits == np.uint64(0), np.uint64(0), mask)
+    return word & mask
+
+
+def mask_words(
+    high: np.ndarray, low: np.ndarray, bits: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the top ``bits`` (0 to 128, per row) of each (high, low) address."""
+    bits = np.asarray(bits, dtype=np.int64)
+    high_bits = np.clip(bits, 0, 64)
+    low_bits = np.clip(bits - 64, 0, 64)
+    return _mask_word(high, high_bits), _mask_word(low, low_bits)
+
+
+def prefix_mask_bits(high: np.ndarray, low: np.ndarray, prefix: int) -> np.ndarray:
+    """Return per-row 128-bit mask lengths for an address key ``/prefix``.
+
+    IPv4 prefix lengths count on the IPv4 address, so IPv4-mapped rows keep
+    ``96 + prefix`` bits (at most 128).
+    """
+    ipv4 = is_ipv4_mapped_words(high, low)
+    return np.where(ipv4, np.minimum(prefix + IPV4_MAPPED_BITS, 128), min(prefix, 128))
+
+
+def _leading_zeros(word: np.ndarray) -> np.ndarray:
+    """Count leading zero bits of each unsigned 64-bit word (64 for zero)."""
+    word = word.astype(np.uint64)
+    count = np.zeros(len(word), dtype=np.int64)
+    for shift in (32, 16, 8, 4, 2, 1):
+        top_clear = (word >> np.uint64(64 - shift)) == np.uint64(0)
+        count += np.where(top_clear, shift, 0)
+        word = np.where(top_clear, word << np.uint64(shift), word)
+    count += (word == np.uint64(0)).astype(np.int64)
+    return count
+
+
+def common_prefix_length(
+    min_high: np.ndarray, min_low: np.ndarray, max_high: np.ndarray, max_low: np.ndarray
+) -> np.ndarray:
+    """Return the length in bits of the longest common prefix of two 128-bit values."""
+    high_diff = min_high ^ max_high
+    low_diff = min_low ^ max_low
+    return np.where(
+        high_diff != np.uint64(0), _leading_zeros(high_diff), 64 + _leading_zeros(low_diff)
+    )
+
+
+def mac_words(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Convert a 6-byte MAC column to (value, valid) NumPy arrays; nulls become 0."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    count = len(array)
+    if count == 0:
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=bool)
+    array = array.cast(pa.binary(6))
+    raw = np.frombuffer(array.buffers()[1], dtype=np.uint8, count=6 * (array.offset + count))
+    raw = raw[6 * array.offset :].reshape(count, 6).astype(np.uint64)
+    value = np.zeros(count, dtype=np.uint64)
+    for index in range(6):
+        value = (value << np.uint64(8)) | raw[:, index]
+    valid = ~np.asarray(array.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    return np.where(valid, value, np.uint64(0)), valid
+
+
+def words_to_macs(value: np.ndarray, valid: np.ndarray) -> pa.Array:
+    """Convert 48-bit integers back to a 6-byte MAC array (null where not valid)."""
+    raw = value.astype(">u8").view(np.uint8).reshape(-1, 8)[:, 2:]
+    buffer = pa.py_buffer(np.ascontiguousarray(raw).tobytes())
+    null_count = int((~valid).sum())
+    bitmap = pa.array(valid, type=pa.bool_()).buffers()[1] if null_count else None
+    return pa.Array.from_buffers(pa.binary(6), len(value), [bitmap, buffer], null_count=null_count)
