@@ -22,7 +22,8 @@ REFERENCE = SHARED / "oracle" / "reference"
 CAPTURES = [
     REPO / "demo" / "http-wikipedia.pcap",
     CORPUS / "dns-udp-basic.pcap",
-    CORPUS / "tls-with-dns.pcap",
+    CORPUS / "dns-edns-ecs-mixed.pcap",
+    CORPUS / "icmp-ping.pcap",
 ]
 
 

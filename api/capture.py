@@ -1,0 +1,118 @@
+"""Capture settings: read the ``[capture]`` section, change it, and tell the daemon.
+
+PUT takes a JSON object with ``[capture]`` keys; keys left out keep their current values.
+The whole section is validated before the configuration file is rewritten (atomically),
+then the capture daemon named by ``<data_dir>/capture.pid`` gets SIGHUP to apply it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from api.context import read_json_object, sensor_config
+from api.errors import ApiError
+from appliance.config import Config, load_config, update_capture_section, validate_capture
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("capture", __name__, url_prefix="/api/v1/capture")
+
+#: Text that the capture daemon's command line contains, checked before signalling a pid.
+DAEMON_MODULE = "worker.capture_daemon"
+
+
+@bp.get("")
+def get_capture() -> Response:
+    """Return the capture settings in the configuration file and the daemon's status."""
+    config = _current_config()
+    return jsonify(_capture_view(config, daemon=None))
+
+
+@bp.put("")
+def put_capture() -> Response:
+    """Validate new capture settings, write them to the file and signal the daemon."""
+    body = read_json_object()
+    config = _current_config()
+    if config.path is None:
+        raise ApiError(409, "the API was started without a configuration file, so there is "
+                       "nothing to update; start it with WIREWATCH_CONFIG=PATH", "config", None)
+
+    section = _file_capture_section(config.path)
+    section.update(body)
+    capture = validate_capture(section, config.path.parent)
+    update_capture_section(config.path, capture)
+    log.info("capture settings written to %s: %s", config.path, capture.to_dict())
+
+    signalled = signal_daemon(config.capture_pid_path)
+    return jsonify(_capture_view(config.with_capture(capture), daemon=signalled))
+
+
+def _current_config() -> Config:
+    """Load the configuration file again, because a PUT or an operator may have changed it."""
+    started = sensor_config()
+    return load_config(started.path) if started.path is not None else started
+
+
+def _file_capture_section(path: Path) -> dict[str, Any]:
+    with open(path, "rb") as handle:
+        document = tomllib.load(handle)
+    return dict(document.get("capture", {}))
+
+
+def _capture_view(config: Config, daemon: bool | None) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "capture": config.capture.to_dict(),
+        "mode": config.capture.mode or None,
+        "config_file": str(config.path) if config.path else None,
+        "status": _read_status(config.capture_status_path),
+    }
+    if daemon is not None:
+        view["daemon_signalled"] = daemon
+    return view
+
+
+def _read_status(path: Path) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as error:
+        log.error("cannot read capture status %s: %s", path, error)
+        return None
+
+
+def signal_daemon(pid_path: Path) -> bool:
+    """Send SIGHUP to the capture daemon in ``pid_path``; return False when none runs."""
+    try:
+        pid = int(pid_path.read_text(encoding="ascii").strip())
+    except FileNotFoundError:
+        log.info("no capture daemon pid file at %s; settings apply at its next start", pid_path)
+        return False
+    except (OSError, ValueError) as error:
+        log.error("unreadable capture daemon pid file %s: %s", pid_path, error)
+        return False
+
+    # A stale pid file may name a pid that now belongs to another program.
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    try:
+        if cmdline.exists() and DAEMON_MODULE not in cmdline.read_bytes().decode(errors="replace"):
+            log.warning("pid %d in %s is not the capture daemon; not signalled", pid, pid_path)
+            return False
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        log.info("capture daemon pid %d from %s is not running", pid, pid_path)
+        return False
+    except OSError as error:
+        log.error("cannot signal capture daemon pid %d: %s", pid, error)
+        return False
+    log.info("sent SIGHUP to capture daemon pid %d", pid)
+    return True

@@ -1,0 +1,286 @@
+"""The capture daemon: packets from the configured source to flow records in the archive.
+
+``python -m worker.capture_daemon --config PATH`` replays the capture file named by
+``[capture] source`` through the flow meter into the archive directory, rotating archive
+files by packet time. It writes its pid to ``<data_dir>/capture.pid`` and its progress to
+``<data_dir>/capture-status.json``. SIGTERM or SIGINT flushes open flows, closes the
+archive and exits; SIGHUP reloads the configuration file (an invalid file is logged and
+the running configuration kept). After a replay ends the daemon stays up, idle, with
+state "finished", until it is stopped or reloaded with another source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from appliance.archive import ArchiveWriter
+from appliance.capture import CaptureSettings, FlowMeter
+from appliance.config import CaptureConfig, Config, ConfigError, load_config
+from appliance.pcapio import CaptureFileError, read_packets
+
+log = logging.getLogger(__name__)
+
+#: Seconds between status file updates while packets flow.
+STATUS_PERIOD = 1.0
+#: Seconds between checks for a stop or reload request while idle.
+IDLE_WAIT = 0.5
+#: Packets per batch read from a capture file.
+BATCH_SIZE = 65536
+
+
+class CaptureDaemon:
+    """One sensor's capture loop: flow meter, archive writer and status file."""
+
+    def __init__(self, config: Config, stop_event: threading.Event,
+                 reload_event: threading.Event | None = None,
+                 config_path: str | Path | None = None) -> None:
+        self.config = config
+        self.stop_event = stop_event
+        self.reload_event = reload_event or threading.Event()
+        self.config_path = config_path if config_path is not None else config.path
+        self.writer = ArchiveWriter(config.archive_dir, config.capture.rotate_seconds)
+        self.meter = FlowMeter(self._settings(config.capture))
+        self.status: dict[str, Any] = {
+            "state": "starting", "srcid": config.srcid, "pid": os.getpid(),
+            "source": config.capture.source, "packets": 0, "records": 0,
+            "current_file": None, "last_rotation": None, "started": time.time(),
+            "error": None,
+        }
+        self._packet_time = 0.0
+        self._status_written = 0.0
+        self._replayed_source: str | None = None
+        self.batch_size = BATCH_SIZE
+
+    def _settings(self, capture: CaptureConfig) -> CaptureSettings:
+        return CaptureSettings(status_interval=capture.status_interval,
+                               user_data_len=capture.user_data_len,
+                               appbytes=capture.appbytes, srcid=self.config.srcid)
+
+    def run(self) -> int:
+        """Capture until stopped; return the process exit status."""
+        log.info("capture daemon started: srcid %s, source %s, archive %s", self.config.srcid,
+                 self.config.capture.source or "(none)", self.config.archive_dir)
+        try:
+            while not self.stop_event.is_set():
+                if self.reload_event.is_set():
+                    self.reload()
+                if self._replayed_source != self.config.capture.source:
+                    self._start_source()
+                else:
+                    self.stop_event.wait(IDLE_WAIT)
+        finally:
+            self._shutdown()
+        return 0
+
+    def _start_source(self) -> None:
+        """Replay the configured source once; a live source is reported as unsupported."""
+        capture = self.config.capture
+        self._replayed_source = capture.source
+        self.status.update(source=capture.source, error=None)
+        if capture.mode == "replay":
+            self._replay(capture.source)
+        elif capture.mode == "live":
+            # NOTE: live interface capture is not implemented yet; only replay works.
+            self._set_failed(f"live capture from interface {capture.source} is not "
+                             "supported yet; set capture.source to a pcap or pcapng file")
+        else:
+            self._set_failed("capture.source is empty; set it to a pcap or pcapng file")
+
+    def _replay(self, source: str) -> None:
+        log.info("replaying %s", source)
+        self._set_state("running")
+        try:
+            batches = read_packets(source, self.batch_size)
+            completed = self._consume(batches)
+        except CaptureFileError as error:
+            self._set_failed(f"cannot replay {source}: {error.reason}")
+            return
+        self._write(self.meter.flush())
+        self._rotate()
+        if completed:
+            log.info("replay of %s finished: %d packets, %d records", source,
+                     self.status["packets"], self.status["records"])
+            self._set_state("finished")
+
+    def _consume(self, batches: Iterable[Any]) -> bool:
+        """Feed batches to the flow meter; return False when stopped or reloaded midway."""
+        for batch in batches:
+            if len(batch):
+                self._packet_time = max(self._packet_time, float(batch.ts_us.max()) / 1e6)
+            self._write(self.meter.process(batch))
+            self.status["packets"] += len(batch)
+            self._maybe_write_status()
+            if self.stop_event.is_set():
+                return False
+            if self.reload_event.is_set() and self.reload():
+                return False
+        return True
+
+    def _write(self, batches: list[pa.RecordBatch]) -> None:
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            rotated = self.writer.maybe_rotate(self._packet_time)
+            if rotated is not None:
+                self._note_rotation(rotated)
+            self.writer.write(batch, now=self._packet_time)
+            self.status["records"] += batch.num_rows
+            self.status["current_file"] = str(self.writer.active_path)
+        self.writer.flush()
+
+    def _rotate(self) -> None:
+        rotated = self.writer.rotate()
+        if rotated is not None:
+            self._note_rotation(rotated)
+        self.status["current_file"] = None
+
+    def _note_rotation(self, path: Path) -> None:
+        self.status["last_rotation"] = {"file": str(path), "at": time.time()}
+
+    def reload(self) -> bool:
+        """Apply the configuration file again; return True when the capture source changed.
+
+        An invalid file is logged and ignored. Open flows are written out before new
+        flow-meter or rotation settings take effect, so no flow is lost.
+        """
+        self.reload_event.clear()
+        log.info("SIGHUP: reloading configuration from %s", self.config_path)
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as error:
+            log.error("configuration reload rejected, keeping the running one: %s", error)
+            self.status["reload_error"] = str(error)
+            self.write_status()
+            return False
+        self.status["reload_error"] = None
+
+        old = self.config
+        self.config = replace(new, data_dir=old.data_dir, archive_dir=old.archive_dir,
+                              srcid=old.srcid)
+        for key in ("data_dir", "archive_dir", "srcid"):
+            if getattr(new, key) != getattr(old, key):
+                log.warning("reload: %s changed to %s; restart the daemon to apply it", key,
+                            getattr(new, key))
+        if new.capture == old.capture:
+            log.info("reload: capture settings unchanged")
+            return False
+
+        self._write(self.meter.flush())
+        self.meter = FlowMeter(self._settings(new.capture))
+        if new.capture.rotate_seconds != old.capture.rotate_seconds:
+            self._rotate()
+            self.writer = ArchiveWriter(old.archive_dir, new.capture.rotate_seconds)
+        log.info("reload: applied capture settings %s", new.capture.to_dict())
+        self.write_status()
+        return new.capture.source != old.capture.source
+
+    def _set_state(self, state: str) -> None:
+        self.status["state"] = state
+        self.write_status()
+
+    def _set_failed(self, message: str) -> None:
+        log.error("%s", message)
+        self.status["error"] = message
+        self._set_state("failed")
+
+    def _maybe_write_status(self) -> None:
+        if time.monotonic() - self._status_written >= STATUS_PERIOD:
+            self.write_status()
+
+    def write_status(self) -> None:
+        """Write the status file atomically."""
+        self.status["updated"] = time.time()
+        self.status["meter"] = dict(self.meter.stats)
+        write_json_atomically(self.config.capture_status_path, self.status)
+        self._status_written = time.monotonic()
+
+    def _shutdown(self) -> None:
+        try:
+            self._write(self.meter.flush())
+            self._rotate()
+        finally:
+            self.status["state"] = "stopped"
+            self.write_status()
+            log.info("capture daemon stopped: %d packets, %d records", self.status["packets"],
+                     self.status["records"])
+
+
+def write_json_atomically(path: Path, document: dict[str, Any]) -> None:
+    """Write ``document`` as JSON through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        json.dump(document, handle, indent=2, default=str)
+    os.replace(temporary, path)
+
+
+def run_daemon(config: Config, stop_event: threading.Event,
+               reload_event: threading.Event | None = None,
+               config_path: str | Path | None = None) -> int:
+    """Run the capture daemon until ``stop_event`` is set; ``reload_event`` acts as SIGHUP."""
+    daemon = CaptureDaemon(config, stop_event, reload_event, config_path)
+    return daemon.run()
+
+
+def _write_pid_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{os.getpid()}\n", encoding="ascii")
+
+
+def _install_signal_handlers(stop_event: threading.Event,
+                             reload_event: threading.Event) -> None:
+    def stop(signum: int, _frame: object) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop_event.set()
+
+    def hang_up(_signum: int, _frame: object) -> None:
+        reload_event.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, hang_up)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, load the configuration and run the daemon."""
+    parser = argparse.ArgumentParser(prog="python -m worker.capture_daemon",
+                                     description="Meter packets into the flow archive.")
+    parser.add_argument("--config", help="configuration file (default: $WIREWATCH_CONFIG, "
+                        "else built-in defaults)")
+    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(f"capture daemon: invalid configuration: {error}", file=sys.stderr)
+        return 2
+
+    stop_event = threading.Event()
+    reload_event = threading.Event()
+    _install_signal_handlers(stop_event, reload_event)
+    _write_pid_file(config.capture_pid_path)
+    try:
+        return run_daemon(config, stop_event, reload_event, config.path)
+    finally:
+        config.capture_pid_path.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The Celery application: broker, result backend and queue of one sensor.
+
+``celery -A worker.celery_app worker -Q sensor.<srcid>`` starts a worker for the sensor
+described by $WIREWATCH_CONFIG. Without a configured broker, kombu's SQLAlchemy transport
+and Celery's database result backend keep their SQLite files in the data directory.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+
+from appliance.config import Config, load_config
+
+log = logging.getLogger(__name__)
+
+#: The one task a sensor runs; the API sends it by this name.
+RUN_ANALYSIS = "wirewatch.run_analysis"
+
+
+def make_celery(config: Config) -> Celery:
+    """Build a Celery app for ``config``: its broker, result backend, queue and time limits."""
+    if config.broker_url.startswith("sqla+sqlite:"):
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+
+    app = Celery("wirewatch", broker=config.broker_url, backend=config.result_backend,
+                 include=["worker.tasks"])
+    app.conf.update(
+        task_default_queue=config.queue,
+        task_routes={RUN_ANALYSIS: {"queue": config.queue}},
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_track_started=True,
+        task_acks_late=True,
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=config.jobs.soft_time_limit,
+        task_time_limit=config.jobs.time_limit,
+        result_expires=config.jobs.result_ttl,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=_transport_options(config),
+        worker_hijack_root_logger=True,
+    )
+    # Tasks read the archive and results paths from here rather than from global state.
+    app.wirewatch_config = config
+    return app
+
+
+def _transport_options(config: Config) -> dict[str, Any]:
+    if config.broker_url.startswith(("redis://", "rediss://")):
+        # A job may run up to its hard limit; redelivery must not start before that.
+        return {"visibility_timeout": config.jobs.time_limit + 60}
+    return {}
+
+
+_app: Celery | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """Build the module-level ``app`` on first use, so importing this module reads no file."""
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = make_celery(load_config())
+            log.info("Celery app for sensor queue %s, broker %s", _app.conf.task_default_queue,
+                     _app.conf.broker_url.split("://", 1)[0])
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
