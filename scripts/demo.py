@@ -42,9 +42,10 @@ SRCID = "demo"
 #: The jobs submitted: heading, job spec, and the result columns printed (None = all).
 JOBS: list[tuple[str, dict[str, Any], list[str] | None]] = [
     ("cluster by host pair (racluster -m saddr daddr)",
-     {"analysis": "cluster", "keys": ["saddr", "daddr"]}, None),
+     {"analysis": "cluster", "keys": ["saddr", "daddr"],
+      "fields": ["stime", "ltime", "saddr", "daddr", "pkts", "bytes", "trans"]}, None),
     ("records sorted by bytes (rasort -m bytes)",
-     {"analysis": "sort", "keys": ["bytes"]}, None),
+     {"analysis": "sort", "keys": ["bytes"], "top": 15}, None),
     ("records labelled with country codes (ralabel)",
      {"analysis": "label", "fields": ["stime", "saddr", "sco", "daddr", "dco", "pkts",
                                       "bytes"]}, None),
