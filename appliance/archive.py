@@ -237,11 +237,20 @@ def _read_stream(source: BinaryIO, name: str, problems: list[str]) -> pa.Table:
     return conform(pa.Table.from_batches(batches, schema=reader.schema))
 
 
+#: First bytes of capture files, which users sometimes give where flow records belong.
+CAPTURE_MAGICS = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1",
+                  b"\xa1\xb2\x3c\x4d", b"\x0a\x0d\x0d\x0a")
+
+
 def _read_stream_file(path: Path, problems: list[str]) -> pa.Table:
     if path.stat().st_size == 0:
         # A file that was just created and has no schema message yet holds no records.
         return FLOW_SCHEMA.empty_table()
     with open(path, "rb") as source:
+        if source.read(4) in CAPTURE_MAGICS:
+            raise RecordFileError(path, "is a packet capture, not flow records; make records "
+                                  f"first with 'wirewatch capture -r {path} -w FLOWS.arrows'")
+        source.seek(0)
         return _read_stream(source, str(path), problems)
 
 

@@ -126,6 +126,15 @@ def test_pcap_given_as_record_file_is_rejected(tmp_path: Path) -> None:
     pcap.write_bytes(bytes.fromhex("d4c3b2a1020004000000000000000000ffff000001000000"))
     with pytest.raises(RecordFileError) as raised:
         read_records(pcap)
+    assert "is a packet capture" in str(raised.value)
+    assert "wirewatch capture -r" in str(raised.value)
+
+
+def test_other_file_is_not_a_record_stream(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("these are not flow records\n" * 20)
+    with pytest.raises(RecordFileError) as raised:
+        read_records(path)
     assert "not an Arrow record stream" in str(raised.value)
 
 
