@@ -140,9 +140,22 @@ def _load_job(job_id: str) -> dict[str, Any]:
     return _read_json(path)
 
 
+FINAL_STATES = ("done", "failed")
+
+
 def _job_view(job_id: str, record: dict[str, Any]) -> dict[str, Any]:
-    """Combine the job record, the worker's run record and the backend's state."""
-    run = _read_json(sensor_config().jobs.results_dir / job_id / RUN_RECORD) or {}
+    """Combine the job record, the worker's run record and the backend's state.
+
+    The run record is the authority on a finished job. The worker writes it before the
+    task returns, so it is read again after asking the backend: a job that finished
+    between the two reads then shows its final record, never "done" without a result.
+    """
+    run_path = sensor_config().jobs.results_dir / job_id / RUN_RECORD
+    run = _read_json(run_path) or {}
+    backend: dict[str, Any] = {}
+    if run.get("state") not in FINAL_STATES:
+        backend = _backend_state(job_id)
+        run = _read_json(run_path) or {}
     view: dict[str, Any] = {
         "id": job_id,
         "srcid": record.get("srcid"),
@@ -158,11 +171,15 @@ def _job_view(job_id: str, record: dict[str, Any]) -> dict[str, Any]:
         "error": None,
         "links": {"self": url_for("jobs.get_job", job_id=job_id)},
     }
-    if run.get("state") in ("done", "failed"):
+    if run.get("state") in FINAL_STATES:
         view["state"] = run["state"]
         view["error"] = run.get("error")
     else:
-        view.update(_backend_state(job_id))
+        view.update(backend)
+        if view["state"] == "done":
+            # A success without the worker's final run record is not readable yet.
+            # A failure is kept: a killed worker may never write its run record.
+            view["state"] = "running"
     if view["state"] == "done":
         view["result"] = {key: run[key] for key in SUMMARY_KEYS if key in run}
         view["links"].update({fmt: url_for("jobs.get_result", job_id=job_id, format=fmt)

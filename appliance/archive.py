@@ -2,8 +2,8 @@
 
 A record file is an Arrow IPC stream with the flow schema. The archive is a directory
 with one active file, ``flows.active.arrows``, that grows while the sensor writes, and
-closed files under ``archive/%Y/%m/%d/flows.%Y.%m.%d.%H.%M.%S.arrows`` named by the
-start of their rotation period. Rotation closes the active file and renames it, so a
+closed files under ``%Y/%m/%d/flows.%Y.%m.%d.%H.%M.%S.arrows`` named by the start of
+their rotation period. Rotation closes the active file and renames it, so a
 reader never sees a half-renamed file.
 """
 
@@ -25,7 +25,6 @@ from appliance.records import FLOW_SCHEMA, conform
 log = logging.getLogger(__name__)
 
 ACTIVE_NAME = "flows.active.arrows"
-ARCHIVE_SUBDIR = "archive"
 RECORD_SUFFIX = ".arrows"
 ARCHIVE_NAME_FORMAT = "%Y/%m/%d/flows.%Y.%m.%d.%H.%M.%S"
 
@@ -97,7 +96,7 @@ class RecordWriter:
 def archive_path(directory: Path, period_start: float) -> Path:
     """Return the archive file path for a rotation period that starts at ``period_start``."""
     stamp = datetime.fromtimestamp(period_start, tz=UTC).strftime(ARCHIVE_NAME_FORMAT)
-    return directory / ARCHIVE_SUBDIR / f"{stamp}{RECORD_SUFFIX}"
+    return directory / f"{stamp}{RECORD_SUFFIX}"
 
 
 def _free_name(target: Path) -> Path:
@@ -277,6 +276,10 @@ def read_records(path: str | Path, problems: list[str] | None = None) -> pa.Tabl
         except RecordFileError as error:
             log.warning("skipping %s: %s", file, error.reason)
             problems.append(str(error))
+    if not tables and not problems:
+        message = f"{target}: no record files (*{RECORD_SUFFIX}) in this directory"
+        log.warning("%s", message)
+        problems.append(message)
     if not tables:
         return FLOW_SCHEMA.empty_table()
     return pa.concat_tables(tables, promote_options="permissive")

@@ -67,8 +67,8 @@ def test_archive_rotates_on_aligned_periods(tmp_path: Path) -> None:
 
     files = [path.relative_to(tmp_path).as_posix() for path in iter_record_files(tmp_path)]
     assert files == [
-        "archive/2024/01/01/flows.2024.01.01.10.00.00.arrows",
-        "archive/2024/01/01/flows.2024.01.01.11.00.00.arrows",
+        "2024/01/01/flows.2024.01.01.10.00.00.arrows",
+        "2024/01/01/flows.2024.01.01.11.00.00.arrows",
     ]
     assert not (tmp_path / ACTIVE_NAME).exists()
     assert read_records(tmp_path).num_rows == 4
@@ -100,7 +100,7 @@ def test_torn_last_batch_is_skipped(tmp_path: Path) -> None:
 
 
 def test_broken_file_in_directory_is_reported(tmp_path: Path) -> None:
-    day = tmp_path / "archive" / "2024" / "01" / "01"
+    day = tmp_path / "2024" / "01" / "01"
     day.mkdir(parents=True)
     with RecordWriter(day / "flows.2024.01.01.10.00.00.arrows") as writer:
         writer.write(make_records(1_704_103_200, 5))
@@ -145,7 +145,7 @@ def test_left_over_active_file_moves_into_archive(tmp_path: Path) -> None:
 
     ArchiveWriter(tmp_path, rotate_seconds=3600)
 
-    expected = tmp_path / "archive/2024/03/05/flows.2024.03.05.07.00.00.arrows"
+    expected = tmp_path / "2024/03/05/flows.2024.03.05.07.00.00.arrows"
     assert expected.exists()
     assert not (tmp_path / ACTIVE_NAME).exists()
     assert read_records(tmp_path).num_rows == 3
@@ -177,3 +177,12 @@ def test_stream_reads_from_stdin(tmp_path: Path) -> None:
     )
 
     assert result.stdout.strip() == "6"
+
+
+def test_empty_directory_is_reported(tmp_path: Path) -> None:
+    problems: list[str] = []
+
+    table = read_records(tmp_path, problems)
+
+    assert table.num_rows == 0
+    assert problems == [f"{tmp_path}: no record files (*.arrows) in this directory"]
