@@ -48,6 +48,11 @@ def put_capture() -> Response:
     section = _file_capture_section(config.path)
     section.update(body)
     capture = validate_capture(section, config.path.parent)
+    if capture.mode == "live":
+        # NOTE: remove this check once the daemon captures from interfaces.
+        raise ApiError(400, f"live capture from interface {capture.source} is not implemented "
+                       "yet; set source to a pcap or pcapng file to replay", "capture.source",
+                       capture.source)
     update_capture_section(config.path, capture)
     log.info("capture settings written to %s: %s", config.path, capture.to_dict())
 

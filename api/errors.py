@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, current_app, jsonify
 from werkzeug.exceptions import HTTPException
 
 from appliance.config import ConfigError
@@ -40,7 +40,11 @@ def _jsonable(value: Any) -> Any:
 
 def _http_error(error: HTTPException) -> tuple[Response, int]:
     status = error.code or 500
-    response, status = error_response(status, error.description or error.name)
+    message = error.description or error.name
+    if status == 413:
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        message = f"request body is larger than {limit} bytes; send a smaller job spec"
+    response, status = error_response(status, message)
     if status == 405 and error.valid_methods:
         response.headers["Allow"] = ", ".join(error.valid_methods)
     return response, status

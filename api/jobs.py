@@ -88,7 +88,8 @@ def get_result(job_id: str) -> Response:
     record = _load_job(job_id)
     view = _job_view(job_id, record)
     if view["state"] != "done":
-        message = f"job {job_id} is {view['state']}, so it has no result"
+        message = (f"job {job_id} is {view['state']}, so it has no result yet; poll "
+                   f"GET /api/v1/jobs/{job_id} until its state is done")
         if view.get("error"):
             message += f": {view['error']}"
         raise ApiError(409, message, "state", view["state"])

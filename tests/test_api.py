@@ -81,7 +81,8 @@ def test_wrong_content_type(client: FlaskClient) -> None:
 def test_oversized_body(client: FlaskClient) -> None:
     response = client.post("/api/v1/jobs", data=b"{" + b" " * 100_000 + b"}",
                            content_type="application/json")
-    assert_error(response, 413, None)
+    body = assert_error(response, 413, None)
+    assert "larger than 65536 bytes" in body["error"]
 
 
 def test_unknown_analysis(client: FlaskClient) -> None:
@@ -181,6 +182,7 @@ def test_capture_put_updates_file(client: FlaskClient, config_path: Path) -> Non
         ({"user_data_len": 70000}, "capture.user_data_len"),
         ({"status_interval": "soon"}, "capture.status_interval"),
         ({"source": "/no/such/capture.pcap"}, "capture.source"),
+        ({"source": "eth0"}, "capture.source"),
         ({"snaplen": 96}, "capture.snaplen"),
     ],
 )
