@@ -23,10 +23,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from appliance.jobspec import JobSpec
-from appliance.query.fields import CATALOGUE, DEFAULT_FIELDS, split_field
+from appliance.jobspec import JobSpec, parse_record_range
+from appliance.query.fields import DEFAULT_FIELDS, split_field
 from appliance.query.filter import parse_filter
-from appliance.query.render import RenderOptions, to_rows
+from appliance.query.render import RenderOptions, field_label, to_rows
 from appliance.query.timerange import parse_time_range
 from appliance.records import address_to_text
 
@@ -79,7 +79,10 @@ def select(spec: JobSpec, records: pa.Table) -> pa.Table:
 
 
 def run_analysis(spec: JobSpec, table: pa.Table) -> tuple[pa.Table, dict[str, Any]]:
-    """Run the spec's analysis on selected records; returns rows and analysis metadata."""
+    """Run the spec's analysis on selected records; returns rows and analysis metadata.
+
+    A sort with an output-side -N window gathers only the rows up to the window's end.
+    """
     if spec.analysis == "cluster":
         from appliance.analyses.cluster import cluster_records
 
@@ -87,7 +90,11 @@ def run_analysis(spec: JobSpec, table: pa.Table) -> tuple[pa.Table, dict[str, An
     if spec.analysis == "sort":
         from appliance.analyses.sort import sort_records
 
-        return sort_records(table, spec.keys or None), {}
+        window = parse_record_range(spec.top) if spec.top is not None else None
+        limit = None
+        if window is not None and window.side == "o" and window.count is not None:
+            limit = window.first - 1 + window.count
+        return sort_records(table, spec.keys or None, limit), {}
     if spec.analysis == "label":
         return _label(spec, table)
     if spec.analysis == "dns":
@@ -108,9 +115,15 @@ def _label(spec: JobSpec, table: pa.Table) -> tuple[pa.Table, dict[str, Any]]:
 
 
 def execute(spec: JobSpec, records: pa.Table, context: JobContext | None = None) -> JobResult:
-    """Run ``spec`` on ``records``: time range, filter, analysis, then the first ``top`` rows."""
+    """Run ``spec`` on ``records``: time range, filter, analysis, then the ``top`` (-N) rows.
+
+    An input-side ``top`` (``i100``) keeps those input records before anything else.
+    """
     context = context or JobContext()
     timings: dict[str, float] = {}
+    window = parse_record_range(spec.top) if spec.top is not None else None
+    if window is not None and window.side == "i":
+        records = window.apply(records)
 
     started = time.perf_counter()
     selected = select(spec, records)
@@ -122,8 +135,8 @@ def execute(spec: JobSpec, records: pa.Table, context: JobContext | None = None)
     timings["analysis_seconds"] = time.perf_counter() - started
     context.report(f"{spec.analysis} produced {rows.num_rows} rows")
 
-    if spec.top is not None:
-        rows = rows.slice(0, spec.top)
+    if window is not None and window.side == "o":
+        rows = window.apply(rows)
     if spec.analysis == "dns":
         fields = list(rows.column_names)
     else:
@@ -169,7 +182,8 @@ def _csv_text(result: JobResult, rows: list[dict[str, Any]]) -> str:
     if result.spec.analysis == "dns":
         writer.writerow(names)
     else:
-        writer.writerow([CATALOGUE[name].label for name in names])
+        options = result.render_options()
+        writer.writerow([field_label(name, options) for name in names])
     for row in rows:
         writer.writerow(["" if row[name] is None else row[name] for name in names])
     return buffer.getvalue()

@@ -11,10 +11,13 @@ recorded ``now`` instead of the wall clock.
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from time import time as _clock
 from typing import Any
+
+import pyarrow as pa
 
 from appliance.query.fields import UnknownFieldError, parse_field_list
 from appliance.query.filter import FilterSyntaxError, parse_filter
@@ -25,9 +28,58 @@ OUTPUTS = ("csv", "json")
 #: Label settings a spec may carry: GeoIP database, ralabel address file, port labels.
 LABEL_KEYS = ("geoip", "address_file", "port_labels")
 #: Output switches a spec may carry, named after their ra options.
-RENDER_KEYS = ("numeric", "epoch", "precision", "delimiter", "labels", "user_data")
+RENDER_KEYS = ("numeric", "epoch", "precision", "delimiter", "labels", "user_data", "rmon")
 SPEC_KEYS = ("analysis", "time", "filter", "now", "fields", "keys", "top", "label", "output",
              "mode", "render")
+
+
+_RECORD_RANGE = re.compile(r"^([io]?)(\d+)(?:([-+])(\d+))?$")
+
+
+@dataclass(frozen=True)
+class RecordRange:
+    """An ra ``-N`` selection: records ``first`` (1-based) on, ``count`` of them (None = all).
+
+    ``side`` is "i" to count input records (before the time range and filter) or "o"
+    (the default) to count result rows after the analysis, so ``rasort -N 10`` keeps
+    the top ten.
+    """
+
+    side: str
+    first: int
+    count: int | None
+
+    def apply(self, table: pa.Table) -> pa.Table:
+        """Return the rows of ``table`` inside this range."""
+        return table.slice(self.first - 1, self.count)
+
+
+def parse_record_range(value: int | str) -> RecordRange:
+    """Parse ``-N``: ``N``, ``START-END`` (inclusive) or ``START+COUNT``, after an optional i/o.
+
+    Raises ValueError saying what a valid value looks like.
+    """
+    hint = "use N, START-END or START+COUNT (records counted from 1), optionally after i or o"
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(hint)
+    match = _RECORD_RANGE.match(str(value).strip())
+    if match is None:
+        raise ValueError(hint)
+    side, first, separator, second = match[1] or "o", int(match[2]), match[3], match[4]
+    if separator is None:
+        if first < 1:
+            raise ValueError("the record count must be at least 1")
+        return RecordRange(side, 1, first)
+    last = int(second)
+    if first < 1:
+        raise ValueError("records are counted from 1")
+    if separator == "-":
+        if last < first:
+            raise ValueError(f"the range ends before it starts: {value}")
+        return RecordRange(side, first, last - first + 1)
+    if last < 1:
+        raise ValueError("the record count after '+' must be at least 1")
+    return RecordRange(side, first, last)
 
 
 class SpecError(ValueError):
@@ -50,7 +102,8 @@ class JobSpec:
     now: float = field(default_factory=_clock)
     fields: list[str] | None = None
     keys: list[str] = field(default_factory=list)
-    top: int | None = None
+    #: -N: a record count, or a range such as "5-10", "5+3", "i100" (see RecordRange).
+    top: int | str | None = None
     label: dict[str, Any] = field(default_factory=dict)
     output: str = "csv"
     #: racluster -M mode ("rmon" or "norep"); None for the default merge.
@@ -89,8 +142,11 @@ class JobSpec:
         if self.mode not in (None, "rmon", "norep"):
             raise SpecError("mode", self.mode, "expected 'rmon', 'norep' or null")
         self._validate_keys()
-        if self.top is not None and (not _is_int(self.top) or self.top < 1):
-            raise SpecError("top", self.top, "expected a whole number of records, at least 1")
+        if self.top is not None:
+            try:
+                parse_record_range(self.top)
+            except ValueError as error:
+                raise SpecError("top", self.top, str(error)) from None
         self._validate_label()
         self._validate_render()
 
@@ -156,8 +212,8 @@ class JobSpec:
                 raise SpecError(f"render.{key}", value, "expected a whole number")
             if key == "precision" and not 0 <= value <= 9:
                 raise SpecError("render.precision", value, "expected 0 to 9 digits")
-            if key == "epoch" and not isinstance(value, bool):
-                raise SpecError("render.epoch", value, "expected true or false")
+            if key in ("epoch", "rmon") and not isinstance(value, bool):
+                raise SpecError(f"render.{key}", value, "expected true or false")
             if key == "user_data" and value not in ("ascii", "dns"):
                 raise SpecError("render.user_data", value, "expected 'ascii' or 'dns'")
             if key == "delimiter" and value is not None and (

@@ -118,3 +118,84 @@ def test_syntax_errors_point_at_token(expression, token):
     if token:
         assert expression[caught.value.position:].startswith(token)
     assert repr(expression) in str(caught.value)
+
+
+FLAG_ROWS = [
+    flow("open", IPV4, 6, "10.0.0.1", 40000, "10.0.0.2", 80, 3, 2, state="CON", dir="->",
+         flgs="         "),
+    flow("asked", IPV4, 6, "10.0.0.1", 40001, "10.0.0.2", 80, 2, 0, state="REQ", dir="->",
+         flgs="   s     "),
+    flow("refused", IPV4, 6, "10.0.0.1", 40002, "10.0.0.2", 81, 1, 1, state="RST", dir="->",
+         flgs="         "),
+    flow("closed", IPV4, 6, "10.0.0.1", 40003, "10.0.0.2", 80, 6, 5, state="FIN", dir="->",
+         flgs="   d     "),
+    flow("middle", IPV4, 6, "10.0.0.3", 40004, "10.0.0.2", 80, 4, 4, state="CON", dir="<?>",
+         flgs=" e    F  "),
+    flow("ping", IPV4, 1, "10.0.0.1", 0x0800, "10.0.0.2", 7, 1, 1, state="ECO", dir="<->"),
+    flow("unreach", IPV4, 1, "10.0.0.2", 0x0303, "10.0.0.1", 53, 1, 0, state="URP", dir="->"),
+    flow("ttl", IPV4, 1, "10.0.0.9", 0x0B00, "10.0.0.1", 0, 1, 0, state="TXD", dir="->"),
+    flow("ping6", IPV6, 58, "2001:db8::1", 0x8000, "2001:db8::2", 1, 1, 1, state="ECO",
+         dir="<->"),
+    flow("mdns", IPV4, 17, "10.0.0.7", 5353, "224.0.0.251", 5353, 2, 0, state="INT", dir="->"),
+    flow("bcast", IPV4, 17, "10.0.0.7", 68, "255.255.255.255", 67, 1, 0, state="INT",
+         dir="->"),
+    flow("who", ARP, 0, "10.0.0.1", 0, "10.0.0.2", 0, 1, 0, state="INT", dir="who",
+         dmac=b"\xff" * 6),
+]
+
+
+@pytest.fixture(scope="module")
+def flag_table() -> pa.Table:
+    names = dict.fromkeys(name for row in FLAG_ROWS for name in row)
+    columns = {name: [row.get(name) for row in FLAG_ROWS] for name in names}
+    schema = pa.schema([FLOW_SCHEMA.field(name) for name in columns])
+    return conform(pa.table(columns, schema=schema))
+
+
+@pytest.mark.parametrize(("expression", "expected"), [
+    ("syn", ["open", "asked", "refused", "closed"]),
+    ("synack", ["open", "closed"]),
+    ("fin", ["closed"]),
+    ("finack", ["closed"]),
+    ("rst", ["refused"]),
+    ("reset or fin", ["refused", "closed"]),
+    ("est", ["open", "closed", "middle"]),
+    ("con and tcp", ["open", "refused", "closed", "middle"]),
+    ("retrans", ["asked", "closed"]),
+    ("frag", ["middle"]),
+    ("tcp and not syn", ["middle"]),
+    ("echo", ["ping", "ping6"]),
+    ("unreach", ["unreach"]),
+    ("timexed", ["ttl"]),
+    ("redirect", []),
+    ("icmp and not echo", ["unreach", "ttl"]),
+    ("multicast", ["mdns"]),
+    ("broadcast", ["bcast", "who"]),
+    ("src broadcast", []),
+    ("src or dst host 10.0.0.3", ["middle"]),
+    ("src or dst host 10.0.0.2", ["open", "asked", "refused", "closed", "middle", "ping",
+                                  "unreach", "who"]),
+    ("src and dst net 10.0.0.0/24", ["open", "asked", "refused", "closed", "middle", "ping",
+                                     "unreach", "ttl", "who"]),
+    ("src or dst pkts gt 5", ["closed"]),
+    ("src and dst pkts gt 3", ["closed", "middle"]),
+])
+def test_state_flag_and_icmp_keywords(flag_table, expression, expected):
+    assert selected(flag_table, expression) == expected
+
+
+@pytest.mark.parametrize(("expression", "token"), [
+    ("src syn", "syn"),
+    ("src or src host 10.0.0.1", "src"),
+    ("dst echo", "echo"),
+])
+def test_keywords_without_direction_reject_one(expression, token):
+    with pytest.raises(FilterSyntaxError) as caught:
+        parse_filter(expression)
+    assert caught.value.token == token
+
+
+def test_syntax_error_pointer_marks_the_token():
+    with pytest.raises(FilterSyntaxError) as caught:
+        parse_filter("tcp and prot 80")
+    assert caught.value.pointer() == "  tcp and prot 80\n          ^^^^"

@@ -52,6 +52,10 @@ def test_round_trip_through_dict():
     ({"analysis": "sort", "keys": ["nosuchkey"]}, "keys"),
     ({"analysis": "cluster", "keys": ["saddr"], "mode": "sideways"}, "mode"),
     ({"top": 0}, "top"),
+    ({"top": "5-3"}, "top"),
+    ({"top": "2+0"}, "top"),
+    ({"top": True}, "top"),
+    ({"render": {"rmon": "yes"}}, "render.rmon"),
     ({"now": "yesterday"}, "now"),
     ({"label": {"colour": "red"}}, "label.colour"),
     ({"analysis": "label"}, "label"),
@@ -76,6 +80,14 @@ def test_execute_sort_keeps_top_rows():
     spec = JobSpec.from_dict({"analysis": "sort", "keys": ["pkts"], "top": 2, "now": NOW})
     result = execute(spec, records())
     assert result.rows.column("pkts").to_pylist() == [10, 7]
+
+
+@pytest.mark.parametrize(("top", "pkts"), [
+    ("2-3", [7, 2]), ("3+1", [2]), ("o1", [10]), ("i2", [10, 2]), ("1-99", [10, 7, 2]),
+])
+def test_execute_record_ranges(top, pkts):
+    spec = JobSpec.from_dict({"analysis": "sort", "keys": ["pkts"], "top": top, "now": NOW})
+    assert execute(spec, records()).rows.column("pkts").to_pylist() == pkts
 
 
 def test_execute_cluster_by_daddr():

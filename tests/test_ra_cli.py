@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from appliance.archive import RecordWriter
@@ -186,3 +188,134 @@ def test_radump_matches_argus(tmp_path, capsys):
     assert status == 0
     assert lines[0] == expected[0]
     assert sorted(lines[1:]) == sorted(expected[1:])
+
+
+@pytest.mark.parametrize(("window", "ports"), [
+    ("2", ["80", "53"]),
+    ("2-3", ["53", "443"]),
+    ("3+5", ["443", "53"]),
+    ("o4", ["80", "53", "443", "53"]),
+])
+def test_record_ranges_select_output_rows(record_file, capsys, window, ports):
+    status = main("ra", ["-r", str(record_file), "-n", "-L", "-1", "-s", "dport", "-N", window])
+    assert status == 0
+    assert capsys.readouterr().out.split() == ports
+
+
+def test_input_record_range_counts_before_the_filter(record_file, capsys):
+    # The first two input records hold one UDP flow; -N 2 after the filter would give two.
+    status = main("ra", ["-r", str(record_file), "-n", "-L", "-1", "-s", "dport", "-N", "i2",
+                         "-", "udp"])
+    assert status == 0
+    assert capsys.readouterr().out.split() == ["53"]
+
+
+@pytest.mark.parametrize("window", ["0", "3-2", "1+0", "x5", "5-", "-3"])
+def test_bad_record_range_exits_two(record_file, capsys, window):
+    assert main("ra", ["-r", str(record_file), "-N", window]) == 2
+    assert repr(window) in capsys.readouterr().err
+
+
+def test_filter_error_points_at_the_token(record_file, capsys):
+    assert main("ra", ["-r", str(record_file), "-", "tcp", "and", "prot", "80"]) == 2
+    err = capsys.readouterr().err
+    assert "'prot'" in err
+    assert "  tcp and prot 80\n          ^^^^" in err
+
+
+def test_relative_time_resolves_against_wirewatch_now(record_file, capsys, monkeypatch):
+    # Records at 22:13:20, :30, :40 and :50; "now" is 22:13:45, so -1m starts at 22:13:00
+    # and ends now, and -10s starts at 22:13:36.
+    monkeypatch.setenv("WIREWATCH_NOW", str(datetime(2023, 11, 14, 22, 13, 45,
+                                                     tzinfo=UTC).timestamp()))
+    assert main("ra", ["-r", str(record_file), "-n", "-L", "-1", "-s", "dport",
+                       "-t", "-1m"]) == 0
+    assert capsys.readouterr().out.split() == ["80", "53", "443"]
+    assert main("ra", ["-r", str(record_file), "-n", "-L", "-1", "-s", "dport",
+                       "-t", "-10s"]) == 0
+    assert capsys.readouterr().out.split() == ["443"]
+    monkeypatch.setenv("WIREWATCH_NOW", "yesterday")
+    assert main("ra", ["-r", str(record_file), "-t", "-1m"]) == 2
+    assert "WIREWATCH_NOW" in capsys.readouterr().err
+
+
+def test_json_output_prints_one_object_per_row(record_file, capsys):
+    status = main("ra", ["-r", str(record_file), "-n", "-M", "json", "-s", "daddr", "dport",
+                         "pkts", "-", "udp"])
+    assert status == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows == [{"daddr": "10.0.0.3", "dport": 53, "pkts": 2},
+                    {"daddr": "10.0.0.3", "dport": 53, "pkts": 4}]
+
+
+def test_write_csv_ndjson_and_parquet(record_file, tmp_path, capsys):
+    base = ["-r", str(record_file), "-n", "-s", "daddr", "pkts", "-m", "daddr"]
+    for name in ("out.csv", "out.ndjson", "out.parquet"):
+        assert main("racluster", [*base, "-w", str(tmp_path / name)]) == 0
+    assert (tmp_path / "out.csv").read_text().splitlines() == [
+        "DstAddr,TotPkts", "10.0.0.2,17", "10.0.0.3,6"]
+    lines = (tmp_path / "out.ndjson").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == [{"daddr": "10.0.0.2", "pkts": 17},
+                                                    {"daddr": "10.0.0.3", "pkts": 6}]
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert table.schema == FLOW_SCHEMA
+    assert table.column("pkts").to_pylist() == [17, 6]
+    assert table.column("trans").to_pylist() == [2, 2]
+    assert capsys.readouterr().out == ""
+
+
+def test_rmon_counts_hosts_both_ways_with_rmon_labels(record_file, capsys):
+    status = main("racluster", ["-r", str(record_file), "-n", "-M", "rmon", "-m", "saddr",
+                                "-c", ",", "-s", "saddr", "spkts", "dpkts", "trans"])
+    assert status == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "Host,OutPkts,InPkts,Trans"
+    # 10.0.0.1 sent 23 packets in four records; each destination appears as a host that
+    # received them (its "out" is the records' dpkts, 0).
+    assert sorted(lines[1:]) == ["10.0.0.1,23,0,4", "10.0.0.2,0,17,2", "10.0.0.3,0,6,2"]
+
+
+def test_norep_reports_zero_trans(record_file, capsys):
+    status = main("racluster", ["-r", str(record_file), "-n", "-M", "norep", "-m", "daddr",
+                                "-c", ",", "-s", "daddr", "pkts", "trans"])
+    assert status == 0
+    assert capsys.readouterr().out.splitlines()[1:] == ["10.0.0.2,17,0", "10.0.0.3,6,0"]
+
+
+@pytest.mark.parametrize(("tool", "mode"), [("ra", "rmon"), ("rasort", "norep"),
+                                            ("racluster", "bogus")])
+def test_mode_outside_racluster_or_unknown_exits_two(record_file, capsys, tool, mode):
+    assert main(tool, ["-r", str(record_file), "-M", mode]) == 2
+    assert mode in capsys.readouterr().err
+
+
+def test_rasort_direction_override_and_top(record_file, capsys):
+    status = main("rasort", ["-r", str(record_file), "-n", "-L", "-1", "-m", "pkts:asc",
+                             "-s", "pkts", "-N", "3"])
+    assert status == 0
+    assert capsys.readouterr().out.split() == ["2", "4", "7"]
+    status = main("rasort", ["-r", str(record_file), "-n", "-L", "-1", "-m", "daddr",
+                             "dport:desc", "-s", "daddr", "dport"])
+    assert status == 0
+    assert capsys.readouterr().out.split() == ["10.0.0.2.443", "10.0.0.2.80", "10.0.0.3.53",
+                                               "10.0.0.3.53"]
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus is absent")
+def test_radump_json_prints_dns_fields(tmp_path, capsys):
+    records = tmp_path / "flows.arrows"
+    capture_records("dns-udp-basic.pcap", records)
+    status = main("radump", ["-r", str(records), "-M", "json", "-N", "2"])
+    assert status == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) >= 2
+    query, response = rows[0], rows[1]
+    assert (query["side"], query["qr"], response["side"], response["qr"]) == ("s", False,
+                                                                              "d", True)
+    assert query["trans_id"] == response["trans_id"] == 59311
+    assert (query["qname"], query["qtype"], query["qclass"]) == ("google.com.", "A", "IN")
+    assert response["rcode"] == "NOERROR"
+    assert response["answers"] == ["216.58.218.206"]
+    assert len(response["ttls"]) == 1
+    assert "RD" in query["flags"].split()
+    assert query["radump"] == "59311+ [_] A? google.com. (28)"

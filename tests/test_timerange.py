@@ -68,6 +68,14 @@ CASES = [
     ("22", []),
     ("14.22:13:21-14.22:13:22", []),
     ("2026y11M14d22h", []),
+    ("2023y11m14d22h", []),      # m is the minute: 22:14 of the current month's 14th
+    ("****/11/14", list(RECORDS)),
+    ("**.22", []),               # any day of the current month (2026/12), 22:00-23:00
+    ("****/**/**.22:13:22", ["F3"]),
+    ("****/11/14.**:13:25", ["F5"]),
+    ("2023/11/14.**:**:40", ["L1"]),
+    ("14d22h13m*s", []),         # the 14th of the current month
+    ("2023y11M14d*h13m25s", ["F5"]),
 ]
 
 
@@ -91,6 +99,11 @@ def every_ten_minutes() -> pa.Table:
     ("11/30.23-12/01.01", 18),  # 3.0.8: 13 (B is a point there)
     ("12/01+1d", 144),          # 3.0.8: 145
     ("2026/10-2026/11", 61 * 144),
+    ("**.10", 4 * 6),           # 3.0.8: 28 (Dec 1 to 4, 11:00 included)
+    ("****/11/14", 144),
+    ("4d*h*m0s", 19 * 6 + 2),   # every record of today: all fall on second 0
+    ("*h", 19 * 6 + 2),         # any hour today
+    ("**/04.10", 6 + 6 + 6),    # the 4th of any month this year, 10:00-11:00
 ])
 def test_fixture_every_ten_minutes(text, count):
     table = every_ten_minutes()
@@ -137,7 +150,7 @@ def test_mode_and_negation_flags():
 
 @pytest.mark.parametrize("text", [
     "", "junk", "12/4", "2023/13", "2023/11/14.25", "-0m", "-5q", "10-09", "2023/11+2x",
-    "****/11/14", "2023/11/14.22:13:61",
+    "2023/11/14.22:13:61", "****/11/14-2023/11/15", "2*23/11/14",
 ])
 def test_invalid_ranges_name_the_text(text):
     with pytest.raises(TimeRangeError) as caught:

@@ -1,7 +1,8 @@
 """Analyses over flow record tables: racluster, rasort, ralabel and radump for DNS.
 
 Each takes and returns pyarrow Tables with the flow record schema (``extract_dns``
-returns its own DNS schema). Group-by and sort run in polars.
+returns its own DNS schema). racluster groups in compiled (numba) loops, rasort sorts
+in polars.
 """
 
 from appliance.analyses.cluster import cluster_records

@@ -148,10 +148,9 @@ def mac_words(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarra
         return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=bool)
     array = array.cast(pa.binary(6))
     raw = np.frombuffer(array.buffers()[1], dtype=np.uint8, count=6 * (array.offset + count))
-    raw = raw[6 * array.offset :].reshape(count, 6).astype(np.uint64)
-    value = np.zeros(count, dtype=np.uint64)
-    for index in range(6):
-        value = (value << np.uint64(8)) | raw[:, index]
+    padded = np.zeros((count, 8), dtype=np.uint8)
+    padded[:, 2:] = raw[6 * array.offset :].reshape(count, 6)
+    value = padded.view(">u8").reshape(count).astype(np.uint64)
     valid = ~np.asarray(array.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     return np.where(valid, value, np.uint64(0)), valid
 

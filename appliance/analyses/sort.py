@@ -11,6 +11,8 @@ sort is stable: records with equal keys keep their input order.
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import polars as pl
@@ -69,15 +71,17 @@ def parse_sort_key(text: str) -> SortKey:
     return SortKey(name, DIRECTIONS[direction] if direction else default)
 
 
-def sort_records(table: pa.Table, keys: list[str] | None = None) -> pa.Table:
+def sort_records(table: pa.Table, keys: list[str] | None = None,
+                 limit: int | None = None) -> pa.Table:
     """Return ``table`` ordered by the -m ``keys`` (default stime), stable.
 
-    Raises ``AnalysisKeyError`` for an unknown key or direction.
+    ``limit`` keeps only the first rows of the order (``rasort -N``), which saves
+    gathering the others. Raises ``AnalysisKeyError`` for an unknown key or direction.
     """
     parsed = [parse_sort_key(key) for key in (keys or DEFAULT_KEYS)]
     table = conform(table)
     if table.num_rows < 2:
-        return table
+        return table.slice(0, limit)
     columns: list[pl.Series] = []
     descending: list[bool] = []
     for position, key in enumerate(parsed):
@@ -92,7 +96,18 @@ def sort_records(table: pa.Table, keys: list[str] | None = None) -> pa.Table:
         maintain_order=True,
     )["_row"]
     log.debug("sorted %d records by %s", table.num_rows, [key.name for key in parsed])
-    return table.take(pa.array(order.to_numpy()))
+    if limit is not None:
+        order = order.head(limit)
+    return take_rows(table, pa.array(order.to_numpy()))
+
+
+def take_rows(table: pa.Table, indices: pa.Array) -> pa.Table:
+    """Gather rows of ``table`` in ``indices`` order, one column per thread."""
+    if len(indices) < 100_000:
+        return table.take(indices)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        columns = list(pool.map(lambda column: column.take(indices), table.columns))
+    return pa.Table.from_arrays(columns, schema=table.schema)
 
 
 def _key_series(table: pa.Table, name: str, position: int) -> list[pl.Series]:

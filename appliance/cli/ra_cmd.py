@@ -5,6 +5,12 @@ The switches are Argus's, parsed by hand because argus argv does not fit argpars
 expression, which runs to the end of the line. The switches build a JobSpec, and
 ``appliance.jobs.execute`` runs it, the same path the Celery tasks and the API take.
 
+Output is argus text by default. ``-M json`` prints one JSON object per row, and
+radump ``-M json`` one per decoded DNS message. ``-w FILE`` writes a record stream,
+or CSV, NDJSON or Parquet when FILE ends in .csv, .ndjson/.json or .parquet.
+Relative and partial ``-t`` times resolve against ``WIREWATCH_NOW`` (epoch seconds)
+when it is set, else the wall clock.
+
 Exit status, as ra: 0 when a record was printed or written, 1 when none matched,
 2 for invalid input (the message on stderr names the value).
 """
@@ -12,6 +18,7 @@ Exit status, as ra: 0 when a record was printed or written, 1 when none matched,
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,10 +27,18 @@ from typing import Any
 
 import pyarrow as pa
 
-from appliance.jobs import JobContext, execute
-from appliance.jobspec import JobSpec, SpecError
-from appliance.query.fields import CATALOGUE
-from appliance.query.render import render_lines
+from appliance.jobs import JobContext, JobResult, execute, result_rows
+from appliance.jobspec import JobSpec, SpecError, parse_record_range
+from appliance.query.fields import CATALOGUE, split_field
+from appliance.query.filter import FilterSyntaxError, parse_filter
+from appliance.query.render import field_label, render_lines
+from appliance.query.writers import (
+    csv_lines,
+    format_for_path,
+    ndjson_lines,
+    write_parquet,
+    write_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +56,14 @@ RALABEL_VARIABLES = {
     "RALABEL_IANA_ADDRESS_FILE": "address_file",
 }
 
+#: -M values: racluster modes, and the JSON output format.
+CLUSTER_MODES = ("rmon", "norep")
+OUTPUT_MODES = ("json",)
+NOW_VARIABLE = "WIREWATCH_NOW"
+
 USAGE = """usage: {tool} -r FILE|DIR|- [-n] [-u] [-p N] [-c C] [-s FIELD ...] [-m KEY ...]
-          [-t RANGE] [-N N] [-L N] [-w FILE|-] [-f RALABEL.CONF] [--geoip MMDB] [- FILTER]"""
+          [-t RANGE] [-N N|START-END|START+N] [-L N] [-M rmon|norep|json]
+          [-w FILE|-] [-f RALABEL.CONF] [--geoip MMDB] [- FILTER]"""
 
 
 class UsageError(ValueError):
@@ -61,13 +82,23 @@ class Switches:
     fields: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     time: str | None = None
-    top: int | None = None
+    top: int | str | None = None
     labels: int = 0
     write: str | None = None
     label_config: str | None = None
     geoip: str | None = None
-    mode: str | None = None
+    modes: list[str] = field(default_factory=list)
     filter: list[str] = field(default_factory=list)
+
+    @property
+    def cluster_mode(self) -> str | None:
+        """The racluster -M mode (rmon or norep), if one was given."""
+        return next((mode for mode in self.modes if mode in CLUSTER_MODES), None)
+
+    @property
+    def json(self) -> bool:
+        """Whether -M json asked for one JSON object per row."""
+        return "json" in self.modes
 
 
 def _is_field_removal(word: str) -> bool:
@@ -141,7 +172,11 @@ def _apply_value(switches: Switches, switch: str, value: str) -> None:
     elif switch == "-t":
         switches.time = value
     elif switch == "-N":
-        switches.top = _whole_number("-N", value, 1)
+        try:
+            parse_record_range(value)
+        except ValueError as error:
+            raise UsageError(f"-N {value!r}: {error}") from None
+        switches.top = int(value) if value.isdigit() else value
     elif switch == "-L":
         switches.labels = _whole_number("-L", value, -1)
     elif switch == "-w":
@@ -151,7 +186,11 @@ def _apply_value(switches: Switches, switch: str, value: str) -> None:
     elif switch == "--geoip":
         switches.geoip = value
     elif switch == "-M":
-        switches.mode = value
+        for mode in value.replace(",", " ").split():
+            if mode not in CLUSTER_MODES + OUTPUT_MODES:
+                known = ", ".join(CLUSTER_MODES + OUTPUT_MODES)
+                raise UsageError(f"-M {mode!r} is not supported; use one of {known}")
+            switches.modes.append(mode)
 
 
 def read_label_config(path: str) -> dict[str, Any]:
@@ -183,15 +222,22 @@ def build_spec(tool: str, switches: Switches, now: float) -> JobSpec:
     render: dict[str, Any] = {"numeric": switches.numeric, "epoch": switches.epoch,
                               "precision": switches.precision,
                               "delimiter": switches.delimiter, "labels": switches.labels}
+    analysis = TOOLS[tool]
+    if switches.cluster_mode is not None and tool != "racluster":
+        raise UsageError(f"-M {switches.cluster_mode} is a racluster mode")
+    if switches.cluster_mode == "rmon":
+        render["rmon"] = True
     if tool == "radump":
         render["user_data"] = "dns"
+        if switches.json:
+            analysis = "dns"
     label: dict[str, Any] = {}
     if switches.label_config:
         label.update(read_label_config(switches.label_config))
     if switches.geoip:
         label["geoip"] = switches.geoip
     return JobSpec.from_dict({
-        "analysis": TOOLS[tool],
+        "analysis": analysis,
         "time": switches.time,
         "filter": " ".join(switches.filter) or None,
         "now": now,
@@ -199,7 +245,7 @@ def build_spec(tool: str, switches: Switches, now: float) -> JobSpec:
         "keys": switches.keys,
         "top": switches.top,
         "label": label,
-        "mode": switches.mode,
+        "mode": switches.cluster_mode,
         "render": render,
     })
 
@@ -225,6 +271,58 @@ def _print(lines: list[str] | Any) -> None:
     out.flush()
 
 
+def reference_now() -> float:
+    """Return "now" for relative -t times: WIREWATCH_NOW (epoch seconds) or the clock."""
+    text = os.environ.get(NOW_VARIABLE)
+    if not text:
+        return time.time()
+    try:
+        return float(text)
+    except ValueError:
+        raise UsageError(f"{NOW_VARIABLE}={text!r} is not epoch seconds") from None
+
+
+def _check_filter(tool: str, words: list[str]) -> bool:
+    """Parse the filter; on a syntax error print it with a pointer under the token."""
+    try:
+        parse_filter(" ".join(words))
+    except FilterSyntaxError as error:
+        print(f"{tool}: {error}", file=sys.stderr)
+        print(error.pointer(), file=sys.stderr)
+        return False
+    return True
+
+
+def _row_labels(result: JobResult) -> tuple[list[str], list[str]]:
+    names = [split_field(item)[0] for item in result.fields]
+    if result.spec.analysis == "dns":
+        return names, names
+    options = result.render_options()
+    return names, [field_label(name, options) for name in names]
+
+
+def emit(result: JobResult, switches: Switches) -> None:
+    """Print or write the result as the switches ask: text, NDJSON, CSV, Parquet or records."""
+    target = switches.write
+    if target is None:
+        if switches.json or result.spec.analysis == "dns":
+            _print(ndjson_lines(result_rows(result)))
+        else:
+            _print(render_lines(result.rows, result.fields, result.render_options()))
+        return
+    kind = format_for_path(target)
+    if kind == "parquet":
+        write_parquet(result.rows, target)
+    elif kind == "csv":
+        write_text(target, csv_lines(result_rows(result), *_row_labels(result)))
+    elif kind == "ndjson":
+        write_text(target, ndjson_lines(result_rows(result)))
+    elif result.spec.analysis == "dns":
+        raise UsageError("DNS messages are not flow records: write them to .ndjson or .csv")
+    else:
+        _write_records(target, result.rows)
+
+
 def main(tool: str, argv: list[str]) -> int:
     """Run one of ra, racluster, rasort, ralabel, radump with argus switches; return exit status."""
     if tool not in TOOLS:
@@ -237,7 +335,9 @@ def main(tool: str, argv: list[str]) -> int:
         switches = parse_switches(argv)
         if not switches.reads:
             raise UsageError("-r is missing: give a record file, an archive directory or -")
-        spec = build_spec(tool, switches, time.time())
+        if not _check_filter(tool, switches.filter):
+            return 2
+        spec = build_spec(tool, switches, reference_now())
         records = _read(switches.reads)
         result = execute(spec, records, JobContext(job_id=f"{tool}-cli"))
     except (UsageError, SpecError) as error:
@@ -251,10 +351,10 @@ def main(tool: str, argv: list[str]) -> int:
     if result.rows.num_rows == 0:
         return 1
     try:
-        if switches.write is not None:
-            _write_records(switches.write, result.rows)
-        else:
-            _print(render_lines(result.rows, result.fields, result.render_options()))
+        emit(result, switches)
     except BrokenPipeError:
         sys.stderr.close()
+    except (UsageError, OSError) as error:
+        print(f"{tool}: {error}", file=sys.stderr)
+        return 2
     return 0

@@ -15,6 +15,23 @@ Primitives::
     [src|dst] COUNTER [OP] N       COUNTER = pkts bytes appbytes ttl tos trans dur seq
                                    OP = eq lt lte gt gte neq (default eq)
     [src|dst] co CC                srcid ID     vlan N
+    [src|dst] multicast            [src|dst] broadcast   (no direction: dst)
+    TCP: syn synack fin finack rst reset est con retrans outoforder ooo winshut ecn
+         frag timeout
+    ICMP: echo unreach redirect timexed
+
+``src or dst`` and ``src and dst`` before a keyword test either or both sides
+(``src or dst host 10.0.0.1``); a keyword without a direction tests either side.
+
+The TCP and ICMP keywords test what a record carries: its state, dir, flgs,
+packet counts and ICMP type. ``syn`` selects TCP records whose initiator was
+seen opening the connection (dir without ``?``); ``synack`` those whose responder
+answered (state ACC, CON, FIN or CLO, packets both ways); ``fin`` state FIN or
+CLO, ``finack`` the same with packets both ways; ``rst``/``reset`` state RST;
+``est`` an established connection (CON, FIN or CLO); ``con`` any record with
+packets both ways; ``timeout`` state TIM; ``retrans``, ``outoforder``,
+``winshut``, ``ecn`` and ``frag`` the matching flgs letters. ``echo``,
+``unreach``, ``redirect`` and ``timexed`` select ICMP and ICMPv6 records by type.
 
 A counter without ``src``/``dst`` compares the record total (``pkts gt 10`` is
 spkts + dpkts > 10); Argus 3.0.8 tests each direction instead. Counters that
@@ -48,6 +65,11 @@ class FilterSyntaxError(ValueError):
         self.position = position
         self.reason = reason
 
+    def pointer(self) -> str:
+        """Return the expression with a line of ``^`` under the offending token."""
+        marks = "^" * max(len(self.token), 1)
+        return f"  {self.expression}\n  {' ' * self.position}{marks}"
+
 
 _TOKEN = re.compile(r"\s*(&&|\|\||!|\(|\)|[^\s()!]+)")
 
@@ -79,9 +101,35 @@ ETHERTYPE_KEYWORDS = {"ipv4": (EtherType.IPV4,), "ipv6": (EtherType.IPV6,),
                       "ip": (EtherType.IPV4, EtherType.IPV6), "arp": (EtherType.ARP,),
                       "rarp": (0x8035,), "llc": (EtherType.LLC,)}
 IP_PROTOCOL_KEYWORDS = ("tcp", "udp", "icmp", "icmpv6", "igmp", "gre", "esp", "ah", "sctp")
+
+TCP = 6
+ICMP_PROTOCOLS = (1, 58)
+#: ICMP keywords: (ICMP types, ICMPv6 types) of the records they select.
+ICMP_KEYWORDS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "echo": ((0, 8), (128, 129)),
+    "unreach": ((3,), (1,)),
+    "redirect": ((5,), (137,)),
+    "timexed": ((11,), (3,)),
+}
+#: flgs keywords: (0-based position in the flgs string, letters that set it).
+FLAG_KEYWORDS: dict[str, tuple[int, str]] = {
+    "retrans": (3, "sd*"),
+    "outoforder": (3, "ir&"),
+    "ooo": (3, "ir&"),
+    "winshut": (4, "SD@"),
+    "ecn": (5, "xtE"),
+    "frag": (6, "Ff"),
+}
+STATE_KEYWORDS = ("syn", "synack", "fin", "finack", "rst", "reset", "est", "con", "timeout")
+ADDRESS_CLASS_KEYWORDS = ("multicast", "broadcast")
+MULTICAST_NETWORKS = ("224.0.0.0/4", "ff00::/8")
+BROADCAST_ADDRESS = "255.255.255.255"
+BROADCAST_MAC = b"\xff" * 6
+
 KEYWORDS = {"host", "net", "port", "proto", "ether", "co", "srcid", "vlan", "mask",
             *DIRECTIONS, *COUNTERS, *SCALARS, *COMPARISONS, "and", "or", "not",
-            *ETHERTYPE_KEYWORDS, *IP_PROTOCOL_KEYWORDS}
+            *ETHERTYPE_KEYWORDS, *IP_PROTOCOL_KEYWORDS, *ICMP_KEYWORDS, *FLAG_KEYWORDS,
+            *STATE_KEYWORDS, *ADDRESS_CLASS_KEYWORDS}
 
 
 @dataclass
@@ -207,14 +255,26 @@ class _Parser:
             token = self.peek()
         if token in DIRECTIONS:
             template.direction = self.take().lower()
-            if self.peek() in ("or", "and") and self.peek(1) in DIRECTIONS:
-                self.fail("combined directions such as 'src or dst' are not supported")
+            if self.peek() in ("or", "||", "and", "&&") and self.peek(1) in DIRECTIONS:
+                joiner = "or" if self.take().lower() in ("or", "||") else "and"
+                second = self.take().lower()
+                if second == template.direction:
+                    self.fail(f"'{second}' twice: use 'src {joiner} dst'", back=1)
+                template.direction = f"src {joiner} dst"
             token = self.peek()
         if token in ETHERTYPE_KEYWORDS or token in IP_PROTOCOL_KEYWORDS:
             if template.direction:
                 self.fail("a direction needs a keyword such as host, net, port or pkts")
             self.take()
             return _protocol(token)
+        if token in ADDRESS_CLASS_KEYWORDS:
+            self.take()
+            return _address_class(token, template.direction)
+        if token in ICMP_KEYWORDS or token in FLAG_KEYWORDS or token in STATE_KEYWORDS:
+            if template.direction:
+                self.fail(f"'{token}' takes no direction")
+            self.take()
+            return _record_keyword(token)
         if token in ("host", "net", "port", "proto", "co", "srcid", "vlan", "ether"):
             template.keyword = self.take().lower()
             if template.keyword == "ether" and self.peek() in ("src", "dst", "host"):
@@ -250,11 +310,64 @@ def _sides(direction: str | None) -> tuple[str, ...]:
 
 
 def _either(direction: str | None, make: Callable[[str], pl.Expr]) -> pl.Expr:
+    """Combine a per-side test: one side, either side, or both with ``src and dst``."""
     expressions = [make(side) for side in _sides(direction)]
     result = expressions[0]
     for expression in expressions[1:]:
-        result = result | expression
+        result = result & expression if direction == "src and dst" else result | expression
     return result
+
+
+def _address_class(keyword: str, direction: str | None) -> pl.Expr:
+    """multicast or broadcast destination (or source, with ``src``)."""
+    direction = direction or "dst"
+    if keyword == "multicast":
+        networks = [ipaddress.ip_network(text) for text in MULTICAST_NETWORKS]
+
+        def inside(side: str) -> pl.Expr:
+            column = pl.col(f"{side}addr")
+            tests = [(column >= pl.lit(pack_address(str(network.network_address))))
+                     & (column <= pl.lit(pack_address(str(network.broadcast_address))))
+                     for network in networks]
+            return tests[0] | tests[1]
+
+        return _either(direction, inside)
+
+    def broadcast(side: str) -> pl.Expr:
+        return ((pl.col(f"{side}addr") == pl.lit(pack_address(BROADCAST_ADDRESS)))
+                | (pl.col(f"{side}mac") == pl.lit(BROADCAST_MAC)))
+
+    return _either(direction, broadcast)
+
+
+def _record_keyword(keyword: str) -> pl.Expr:
+    """TCP state, flgs and ICMP type keywords, evaluated on what a record carries."""
+    if keyword in ICMP_KEYWORDS:
+        version4, version6 = ICMP_KEYWORDS[keyword]
+        icmp_type = pl.col("sport").cast(pl.Int32) // 256
+        return _is_ip() & (((pl.col("proto") == 1) & icmp_type.is_in(list(version4)))
+                           | ((pl.col("proto") == 58) & icmp_type.is_in(list(version6))))
+    if keyword in FLAG_KEYWORDS:
+        position, letters = FLAG_KEYWORDS[keyword]
+        letter = pl.col("flgs").str.slice(position, 1)
+        return letter.is_in(list(letters))
+    both_ways = (pl.col("spkts").fill_null(0) > 0) & (pl.col("dpkts").fill_null(0) > 0)
+    if keyword == "con":
+        return both_ways
+    state = pl.col("state")
+    tcp = _is_ip() & (pl.col("proto") == TCP)
+    tests = {
+        "syn": ~pl.col("dir").str.contains("?", literal=True),
+        "synack": state.is_in(["ACC", "CON", "FIN", "CLO"]) & both_ways
+        & ~pl.col("dir").str.contains("?", literal=True),
+        "fin": state.is_in(["FIN", "CLO"]),
+        "finack": state.is_in(["FIN", "CLO"]) & both_ways,
+        "rst": state == "RST",
+        "reset": state == "RST",
+        "est": state.is_in(["CON", "FIN", "CLO"]),
+        "timeout": state == "TIM",
+    }
+    return tcp & tests[keyword]
 
 
 def _build(parser: _Parser, template: _Template, value: str) -> pl.Expr:
@@ -380,6 +493,10 @@ def _counter(template: _Template, value: str) -> pl.Expr:
         return compare(pl.col(source).fill_null(0), number)
     if template.direction == "dst":
         return compare(pl.col(destination).fill_null(0), number)
+    if template.direction in ("src or dst", "src and dst"):
+        columns = {"s": source, "d": destination}
+        return _either(template.direction,
+                       lambda side: compare(pl.col(columns[side]).fill_null(0), number))
     if has_total:
         total = pl.col(source).fill_null(0) + pl.col(destination).fill_null(0)
         return compare(total, number)

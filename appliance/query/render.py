@@ -58,7 +58,9 @@ class RenderOptions:
     point. delimiter: ``-c`` (None = fixed-width columns). labels: ``-L`` (0
     header once, -1 no header, N > 0 header every N records). user_data:
     ``"ascii"`` prints user data with non-printable bytes as ``.``, ``"dns"``
-    decodes it as DNS messages the way radump does.
+    decodes it as DNS messages the way radump does. rmon: the records are
+    racluster ``-M rmon`` hosts, so the header says Host, OutPkts, InPkts, OutBytes,
+    InBytes for saddr, spkts, dpkts, sbytes, dbytes.
     """
 
     numeric: int = 0
@@ -67,6 +69,7 @@ class RenderOptions:
     delimiter: str | None = None
     labels: int = 0
     user_data: str = "ascii"
+    rmon: bool = False
 
 
 class _Columns:
@@ -231,6 +234,9 @@ def _address(side: str) -> Formatter:
                                        columns[f"{side}mac"], strict=True):
             if _is_ip_flow(etype, address):
                 texts.append(address_to_text(address))
+            elif address is not None:
+                # Non-IP flows keep their MAC key in the last six bytes of the address.
+                texts.append(mac_to_text(address[10:]))
             else:
                 texts.append("" if mac is None else mac_to_text(mac))
         return texts
@@ -445,9 +451,21 @@ def to_rows(table: pa.Table, fields: list[str], options: RenderOptions) -> list[
     ]
 
 
+#: Header labels of racluster -M rmon output, where each record is one host.
+RMON_LABELS = {"saddr": "Host", "spkts": "OutPkts", "dpkts": "InPkts", "sbytes": "OutBytes",
+               "dbytes": "InBytes"}
+
+
+def field_label(name: str, options: RenderOptions) -> str:
+    """Return the header label of a field, as ra prints it with these options."""
+    if options.rmon and name in RMON_LABELS:
+        return RMON_LABELS[name]
+    return CATALOGUE[name].label
+
+
 def header_line(fields: list[str], options: RenderOptions) -> str:
     """Return the label line: padded labels with a trailing space, or labels joined by ``-c``."""
-    labels = [CATALOGUE[split_field(item)[0]].label for item in fields]
+    labels = [field_label(split_field(item)[0], options) for item in fields]
     if options.delimiter is not None:
         return options.delimiter.join(labels)
     parts = []

@@ -8,6 +8,11 @@ A time ``A`` is one of::
     2026y11M4d10h                          unit letters y M d h m s, finest unit = the span
     1700000000[.5]                         epoch seconds
 
+A date or clock part written as stars is a wildcard: ``****/11/14`` is November 14
+of any year, ``**.10`` 10:00 to 11:00 on any day of the current month, ``10d*h*m15s``
+second 15 of any minute on the 10th. A wildcard part is ignored in the records too:
+each record time gets the same fixed value in that part before it is compared.
+
 A lone time covers one unit of its finest given part (``2023/11`` is November,
 ``10:30`` one minute). ``A-B`` runs from the start of A to the end of B's unit, so
 ``2011/08-2011/10`` includes October. ``A+D`` runs from A for D. A lone epoch time
@@ -26,6 +31,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -36,9 +42,16 @@ OPEN_END = 2**62
 #: Duration and unit-letter units, in the order of a date, largest first.
 UNITS = ("y", "M", "w", "d", "h", "m", "s")
 _DURATION = re.compile(r"(\d+)([yMwdhms])")
-_LETTER_TIME = re.compile(r"^(?:\d+[yMdhms])+$")
+_LETTER_TIME = re.compile(r"^(?:(?:\d+|\*+)[yMdhms])+$")
+_LETTER_PIECE = re.compile(r"(\d+|\*+)([yMdhms])")
 _EPOCH = re.compile(r"^\d{5,}(?:\.\d+)?$")
-_CLOCK = re.compile(r"^(\d{1,2})(?::(\d{1,2})(?::(\d{1,2})(?:\.(\d{1,6}))?)?)?$")
+_CLOCK = re.compile(
+    r"^(\d{1,2}|\*{1,2})(?::(\d{1,2}|\*{1,2})(?::(\d{1,2}|\*{1,2})(?:\.(\d{1,6}))?)?)?$")
+#: Value of a date or clock part written as a wildcard.
+WILD = -1
+#: Values that replace a wildcard part, in the range and in every record: a leap year,
+#: a month of 31 days, the first day, and hour, minute and second 0.
+WILDCARD_FILLER = {"year": 2000, "month": 1, "day": 1, "hour": 0, "minute": 0, "second": 0}
 
 
 class TimeRangeError(ValueError):
@@ -59,9 +72,13 @@ class TimeRange:
     mode: str = "i"
     negate: bool = False
     text: str = ""
+    #: Date and clock parts given as wildcards (year, month, day, hour, minute, second).
+    wildcards: frozenset[str] = frozenset()
 
     def mask(self, table: pa.Table) -> pa.ChunkedArray:
         """Return a boolean mask of the records of ``table`` that this range selects."""
+        if self.wildcards:
+            return self._wildcard_mask(table)
         stime = pc.cast(table.column("stime"), pa.int64())
         ltime = pc.cast(table.column("ltime"), pa.int64())
         if self.mode == "c":
@@ -74,6 +91,36 @@ class TimeRange:
         selected = pc.fill_null(selected, False)
         return pc.invert(selected) if self.negate else selected
 
+    def _wildcard_mask(self, table: pa.Table) -> pa.Array:
+        """Match with the wildcard parts of each record time set to the range's filler."""
+        frame = pl.from_arrow(table.select(["stime", "ltime"]))
+        stime, ltime = _blank("stime", self.wildcards), _blank("ltime", self.wildcards)
+        if self.mode == "c":
+            selected = (stime >= self.start) & (ltime < self.end) & (ltime >= stime)
+        elif self.mode == "n":
+            selected = (stime <= self.start) & (ltime >= self.end - 1) & (ltime >= stime)
+        else:
+            # A record that crosses a wildcard boundary (midnight for a day wildcard)
+            # wraps around: it covers the filler period from its start and up to its end.
+            inside = (stime < self.end) & (ltime >= self.start)
+            wrapped = (stime < self.end) | (ltime >= self.start)
+            selected = pl.when(ltime >= stime).then(inside).otherwise(wrapped)
+        result = frame.select(selected.fill_null(False).alias("mask")).to_series().to_arrow()
+        result = result.cast(pa.bool_())
+        return pc.invert(result) if self.negate else result
+
+
+def _blank(column: str, wildcards: frozenset[str]) -> pl.Expr:
+    """Epoch microseconds of a time column with its wildcard parts set to their filler."""
+    time = pl.col(column)
+    parts = {"year": time.dt.year(), "month": time.dt.month(), "day": time.dt.day(),
+             "hour": time.dt.hour(), "minute": time.dt.minute(), "second": time.dt.second()}
+    for name in wildcards:
+        parts[name] = pl.lit(WILDCARD_FILLER[name])
+    moment = pl.datetime(**parts, microsecond=time.dt.microsecond(), time_unit="us",
+                         time_zone="UTC")
+    return moment.dt.epoch("us")
+
 
 @dataclass
 class _Point:
@@ -82,6 +129,7 @@ class _Point:
     start: datetime
     unit_end: datetime | None
     parts: dict[str, int]
+    wildcards: frozenset[str] = frozenset()
 
 
 def parse_time_range(text: str, now: float) -> TimeRange:
@@ -99,32 +147,34 @@ def parse_time_range(text: str, now: float) -> TimeRange:
     if body[:1] in ("i", "c", "n"):
         mode, body = body[0], body[1:]
     try:
-        start, end = _parse_body(body, reference)
+        start, end, wildcards = _parse_body(body, reference)
     except TimeRangeError:
         raise
     except ValueError as error:
         raise TimeRangeError(text, str(error)) from None
     if end <= start:
         raise TimeRangeError(text, "the end is not after the start")
-    return TimeRange(start, end, mode, negate, text)
+    return TimeRange(start, end, mode, negate, text, wildcards)
 
 
-def _parse_body(body: str, reference: datetime) -> tuple[int, int]:
+def _parse_body(body: str, reference: datetime) -> tuple[int, int, frozenset[str]]:
     if body.startswith("-"):
-        return _parse_relative(body[1:], reference)
+        return (*_parse_relative(body[1:], reference), frozenset())
     split = re.search(r"[-+]", body)
     if split is None:
         point = _parse_point(body, reference)
         if point.unit_end is None:
-            return _micros(point.start), OPEN_END
-        return _micros(point.start), _micros(point.unit_end)
+            return _micros(point.start), OPEN_END, point.wildcards
+        return _micros(point.start), _micros(point.unit_end), point.wildcards
     first, separator, second = body[: split.start()], body[split.start()], body[split.end():]
     point = _parse_point(first, reference)
     if separator == "+":
-        return _micros(point.start), _micros(add_duration(point.start, second))
+        return _micros(point.start), _micros(add_duration(point.start, second)), point.wildcards
     last = _parse_point(second, reference, inherit=point.parts)
+    if last.wildcards != point.wildcards:
+        raise ValueError("the start and the end of a range must have the same wildcard parts")
     end = last.unit_end or last.start + timedelta(seconds=1)
-    return _micros(point.start), _micros(end)
+    return _micros(point.start), _micros(end), point.wildcards
 
 
 def _parse_relative(text: str, reference: datetime) -> tuple[int, int]:
@@ -202,7 +252,8 @@ def _parse_point(text: str, reference: datetime, inherit: dict[str, int] | None 
         start = datetime.fromtimestamp(int(seconds), UTC) + timedelta(microseconds=micros)
         return _Point(start, None, {})
     if _LETTER_TIME.match(text):
-        parts = {_LETTER_PART[unit]: int(count) for count, unit in _DURATION.findall(text)}
+        parts = {_LETTER_PART[unit]: _part_value(count)
+                 for count, unit in _LETTER_PIECE.findall(text)}
     else:
         parts = _parse_date_clock(text)
     return _resolve(parts, reference, inherit or {})
@@ -226,26 +277,32 @@ def _parse_date_clock(text: str) -> dict[str, int]:
     return parts
 
 
+def _part_value(piece: str) -> int:
+    """Return a date or clock part's number, or WILD for a part written as stars."""
+    return WILD if piece.startswith("*") else int(piece)
+
+
 def _parse_date(text: str, has_clock: bool) -> dict[str, int]:
     pieces = text.split("/")
-    if not all(piece.isdigit() for piece in pieces):
+    if not all(piece.isdigit() or set(piece) == {"*"} for piece in pieces):
         raise ValueError(f"invalid date {text!r}: use yyyy/mm/dd, yyyy/mm, mm/dd or yyyy")
+    values = [_part_value(piece) for piece in pieces]
     if len(pieces) == 3:
         year, month, day = pieces
         if len(year) != 4 or len(month) != 2 or len(day) != 2:
             raise ValueError(f"invalid date {text!r}: use yyyy/mm/dd with two-digit mm and dd")
-        return {"year": int(year), "month": int(month), "day": int(day)}
+        return dict(zip(("year", "month", "day"), values, strict=True))
     if len(pieces) == 2:
         first, second = pieces
         if len(first) == 4 and len(second) == 2 and not has_clock:
-            return {"year": int(first), "month": int(second)}
+            return dict(zip(("year", "month"), values, strict=True))
         if len(first) == 2 and len(second) == 2:
-            return {"month": int(first), "day": int(second)}
+            return dict(zip(("month", "day"), values, strict=True))
         raise ValueError(f"invalid date {text!r}: use yyyy/mm or mm/dd with two-digit parts")
     if len(text) == 4 and not has_clock:
-        return {"year": int(text)}
+        return {"year": values[0]}
     if len(text) <= 2 and has_clock:
-        return {"day": int(text)}
+        return {"day": values[0]}
     raise ValueError(f"invalid date {text!r}")
 
 
@@ -253,11 +310,11 @@ def _parse_clock(text: str) -> dict[str, int]:
     match = _CLOCK.match(text)
     if match is None:
         raise ValueError(f"invalid time of day {text!r}: use HH[:MM[:SS[.frac]]]")
-    parts = {"hour": int(match[1])}
+    parts = {"hour": _part_value(match[1])}
     if match[2] is not None:
-        parts["minute"] = int(match[2])
+        parts["minute"] = _part_value(match[2])
     if match[3] is not None:
-        parts["second"] = int(match[3])
+        parts["second"] = _part_value(match[3])
     if match[4] is not None:
         parts["micro"] = int(match[4].ljust(6, "0"))
         parts["micro_digits"] = len(match[4])
@@ -274,8 +331,11 @@ def _resolve(parts: dict[str, int], reference: datetime, inherit: dict[str, int]
     current = {"year": reference.year, "month": reference.month, "day": reference.day,
                "hour": reference.hour, "minute": reference.minute, "second": reference.second}
     values = {}
+    wildcards = frozenset(name for name, value in parts.items() if value == WILD)
     for index, name in enumerate(_ORDER[:-1]):
-        if name in parts:
+        if name in wildcards:
+            values[name] = WILDCARD_FILLER[name]
+        elif name in parts:
             values[name] = parts[name]
         elif index < coarsest:
             values[name] = inherit.get(name, current[name])
@@ -289,6 +349,6 @@ def _resolve(parts: dict[str, int], reference: datetime, inherit: dict[str, int]
     resolved = dict(values, micro=parts.get("micro", 0))
     if finest == "micro":
         step = timedelta(microseconds=10 ** (6 - parts["micro_digits"]))
-        return _Point(start, start + step, resolved)
+        return _Point(start, start + step, resolved, wildcards)
     unit = {"year": "y", "month": "M", "day": "d", "hour": "h", "minute": "m", "second": "s"}
-    return _Point(start, _shift(start, 1, unit[finest]), resolved)
+    return _Point(start, _shift(start, 1, unit[finest]), resolved, wildcards)

@@ -1,0 +1,234 @@
+"""Time the ra tools' analyses on ten million generated flow records, with peak memory.
+
+The records are generated with NumPy straight into the flow record schema (one day of
+traffic in time order: 60,000 client hosts talking to 250,000 servers, TCP, UDP and
+ICMP, realistic packet and byte counts, no user data) and written once to an Arrow IPC
+file. Each measurement then runs in its own Python process, which memory-maps that file,
+runs one analysis --repeat times and reports the best time and the process's peak
+resident memory (ru_maxrss), so one measurement's memory does not hide another's.
+
+Measurements (the functions the ra commands call, output rendering excluded):
+  racluster -m saddr daddr     cluster_records(table, ["saddr", "daddr"])
+  rasort -m bytes              sort_records(table, ["bytes"])
+  rasort -m bytes -N 10        sort_records(table, ["bytes"], limit=10)
+  ra -t <10 minutes>           the -t mask and the table filter it selects
+  ra -t <10 minutes> - dst port 53   the same, then the filter expression
+
+Usage: python bench/bench_ra.py [--rows 10000000] [--repeat 3] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from appliance.records import FLOW_SCHEMA, EtherType  # noqa: E402
+
+DAY_START = 1_733_270_400  # 2024-12-04 00:00:00 UTC
+CHUNK = 1_000_000
+CLIENTS = 60_000
+SERVERS = 250_000
+#: Ten minutes from 12:00 of the generated day.
+WINDOW = "2024/12/04.12:00+10m"
+
+OPERATIONS = ("cluster", "sort", "sort-top", "time", "time+filter")
+TARGETS = {"cluster": 2.0, "sort": 4.0, "sort-top": None, "time": 0.1, "time+filter": None}
+MEMORY_TARGET_MB = 1024
+
+
+def _addresses(hosts: np.ndarray, network: int) -> pa.Array:
+    """IPv4-mapped 16-byte addresses network + host number."""
+    raw = np.zeros((len(hosts), 16), dtype=np.uint8)
+    raw[:, 10:12] = 0xFF
+    raw[:, 12:16] = (np.uint32(network) + hosts.astype(np.uint32)).astype(">u4").view(
+        np.uint8).reshape(-1, 4)
+    return pa.Array.from_buffers(pa.binary(16), len(hosts), [None, pa.py_buffer(raw.tobytes())])
+
+
+def _macs(hosts: np.ndarray) -> pa.Array:
+    raw = (hosts.astype(np.uint64) | np.uint64(0x02_00_00_00_00_00)).astype(">u8")
+    raw = raw.view(np.uint8).reshape(-1, 8)[:, 2:]
+    return pa.Array.from_buffers(pa.binary(6), len(hosts),
+                                 [None, pa.py_buffer(np.ascontiguousarray(raw).tobytes())])
+
+
+def _choice(values: list[str], indices: np.ndarray) -> pa.Array:
+    return pa.array(values, pa.string()).take(pa.array(indices))
+
+
+def generate_chunk(rng: np.random.Generator, first: int, count: int, total: int) -> pa.RecordBatch:
+    """Generate records first..first+count of a day of ``total`` records, in time order."""
+    offsets = (np.arange(first, first + count) * (86_400 * 1_000_000 // total)).astype(np.int64)
+    stime = DAY_START * 1_000_000 + offsets + rng.integers(0, 1000, count)
+    duration = rng.exponential(2_000_000, count).astype(np.int64)
+    proto = rng.choice(np.array([6, 17, 1], dtype=np.uint8), count, p=[0.6, 0.35, 0.05])
+    clients = rng.zipf(1.3, count) % CLIENTS
+    servers = rng.zipf(1.2, count) % SERVERS
+    dport = np.where(proto == 17, rng.choice([53, 123, 443, 5353], count, p=[0.7, 0.1, 0.15, 0.05]),
+                     rng.choice([80, 443, 22, 8080], count, p=[0.3, 0.6, 0.05, 0.05]))
+    dport = np.where(proto == 1, rng.integers(0, 65536, count), dport).astype(np.uint16)
+    sport = np.where(proto == 1, 0x0800, rng.integers(32768, 61000, count)).astype(np.uint16)
+    spkts = rng.geometric(0.15, count).astype(np.uint64)
+    dpkts = np.where(rng.random(count) < 0.9, rng.geometric(0.12, count), 0).astype(np.uint64)
+    sbytes = spkts * rng.integers(60, 600, count).astype(np.uint64)
+    dbytes = dpkts * rng.integers(60, 1500, count).astype(np.uint64)
+    both = dpkts > 0
+    columns = {
+        "srcid": pa.nulls(count, pa.string()),
+        "seq": pa.array(np.arange(first, first + count, dtype=np.uint64)),
+        "stime": pa.array(stime, pa.int64()).cast(FLOW_SCHEMA.field("stime").type),
+        "ltime": pa.array(stime + duration, pa.int64()).cast(FLOW_SCHEMA.field("ltime").type),
+        "etype": pa.array(np.full(count, int(EtherType.IPV4), dtype=np.uint16)),
+        "proto": pa.array(proto),
+        "saddr": _addresses(clients, 0x0A000000),
+        "sport": pa.array(sport),
+        "daddr": _addresses(servers, 0x50000000),
+        "dport": pa.array(dport),
+        "smac": _macs(clients),
+        "dmac": _macs(np.zeros(count, dtype=np.int64)),
+        "vlan": pa.nulls(count, pa.uint16()),
+        "dir": _choice(["->", "<->"], both.astype(np.int8)),
+        "state": _choice(["REQ", "CON", "FIN", "RST", "INT"],
+                         np.where(proto == 6, rng.integers(0, 4, count), 4 - both)),
+        "flgs": _choice([" e       ", " e d     "], (rng.random(count) < 0.02).astype(np.int8)),
+        "cause": _choice(["Start"], np.zeros(count, dtype=np.int8)),
+        "trans": pa.array(np.ones(count, dtype=np.uint32)),
+        "pkts": pa.array(spkts + dpkts), "spkts": pa.array(spkts), "dpkts": pa.array(dpkts),
+        "bytes": pa.array(sbytes + dbytes), "sbytes": pa.array(sbytes),
+        "dbytes": pa.array(dbytes),
+        "sappbytes": pa.array(sbytes - spkts * np.uint64(54)),
+        "dappbytes": pa.array(np.where(both, dbytes - dpkts * np.uint64(54), 0).astype(np.uint64)),
+        "sttl": pa.array(rng.choice(np.array([64, 128], dtype=np.uint8), count)),
+        "dttl": pa.array(rng.choice(np.array([52, 119, 245], dtype=np.uint8), count)),
+        "stos": pa.array(np.zeros(count, dtype=np.uint8)),
+        "dtos": pa.array(np.zeros(count, dtype=np.uint8)),
+    }
+    arrays = [columns[field.name] if field.name in columns else pa.nulls(count, field.type)
+              for field in FLOW_SCHEMA]
+    return pa.RecordBatch.from_arrays(arrays, schema=FLOW_SCHEMA)
+
+
+def write_records(path: Path, rows: int) -> None:
+    rng = np.random.default_rng(20261204)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, FLOW_SCHEMA) as writer:
+        for first in range(0, rows, CHUNK):
+            writer.write_batch(generate_chunk(rng, first, min(CHUNK, rows - first), rows))
+
+
+def run_operation(operation: str, path: Path, repeat: int) -> dict[str, object]:
+    """Run one measurement in this process; return best time, rows out and peak memory."""
+    from appliance.analyses import cluster_records, sort_records
+    from appliance.query.filter import parse_filter
+    from appliance.query.timerange import parse_time_range
+
+    table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+    now = float(DAY_START + 86_400)
+
+    def time_window() -> pa.Table:
+        return table.filter(parse_time_range(WINDOW, now).mask(table))
+
+    def time_and_filter() -> pa.Table:
+        selected = time_window()
+        return selected.filter(parse_filter("dst port 53").mask(selected))
+
+    functions = {
+        "cluster": lambda: cluster_records(table, ["saddr", "daddr"]),
+        "sort": lambda: sort_records(table, ["bytes"]),
+        "sort-top": lambda: sort_records(table, ["bytes"], limit=10),
+        "time": time_window,
+        "time+filter": time_and_filter,
+    }
+    best, rows = float("inf"), 0
+    for _ in range(repeat):
+        started = time.perf_counter()
+        rows = functions[operation]().num_rows
+        best = min(best, time.perf_counter() - started)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"operation": operation, "seconds": best, "rows_in": table.num_rows,
+            "rows_out": rows, "peak_mb": peak}
+
+
+def measure(operation: str, path: Path, repeat: int) -> dict[str, object]:
+    command = [sys.executable, __file__, "--run", operation, "--file", str(path),
+               "--repeat", str(repeat)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"pyarrow {pa.__version__}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000_000, help="records to generate")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (best kept)")
+    parser.add_argument("--keep", action="store_true", help="keep the generated record file")
+    parser.add_argument("--records", type=Path,
+                        help="use this record file (from an earlier --keep run) instead")
+    parser.add_argument("--run", choices=OPERATIONS, help=argparse.SUPPRESS)
+    parser.add_argument("--file", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run:
+        print(json.dumps(run_operation(args.run, args.file, args.repeat)))
+        return 0
+
+    if args.records:
+        directory, path = None, args.records
+        print(f"records from {path}; {machine()}; best of {args.repeat}")
+    else:
+        directory = Path(tempfile.mkdtemp(prefix="bench_ra."))
+        path = directory / "records.arrow"
+        started = time.perf_counter()
+        write_records(path, args.rows)
+        print(f"generated {args.rows:,} records ({path.stat().st_size / 1e6:,.0f} MB) in "
+              f"{time.perf_counter() - started:.1f} s; {machine()}; best of {args.repeat}")
+    print(f"load average before the measurements: {os.getloadavg()[0]:.1f}")
+    print("| command | seconds | target | records out | peak memory (MB) |")
+    print("|---|---:|---:|---:|---:|")
+    labels = {"cluster": "racluster -m saddr daddr", "sort": "rasort -m bytes",
+              "sort-top": "rasort -m bytes -N 10",
+              "time": f"ra -t {WINDOW}", "time+filter": f"ra -t {WINDOW} - dst port 53"}
+    failed = False
+    try:
+        for operation in OPERATIONS:
+            result = measure(operation, path, args.repeat)
+            target = TARGETS[operation]
+            over = (target is not None and result["seconds"] > target) or \
+                result["peak_mb"] > MEMORY_TARGET_MB
+            failed |= over
+            print(f"| {labels[operation]} | {result['seconds']:.3f} | "
+                  f"{'-' if target is None else f'<= {target:g}'} | {result['rows_out']:,} | "
+                  f"{result['peak_mb']:,.0f}{' (over target)' if over else ''} |", flush=True)
+    finally:
+        if directory is not None and not args.keep:
+            path.unlink(missing_ok=True)
+            directory.rmdir()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
