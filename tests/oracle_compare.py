@@ -13,7 +13,7 @@ from appliance.records import address_to_text, is_ipv4_mapped, mac_to_text
 RA_COLUMNS = ["StartTime", "LastTime", "Proto", "SrcAddr", "Sport", "Dir", "DstAddr", "Dport",
               "TotPkts", "SrcPkts", "DstPkts", "TotBytes", "SrcBytes", "DstBytes", "SAppBytes",
               "DAppBytes", "State", "Flgs"]
-PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 41: "ipv6", 47: "gre", 58: "ipv6-icmp"}
+PROTO_NAMES = {1: "icmp", 2: "igmp", 6: "tcp", 17: "udp", 41: "ipv6", 47: "gre", 58: "ipv6-icmp"}
 ETHERTYPE_NAMES = {0x0806: "arp", 0x0000: "llc", 0x0800: "ip", 0x86DD: "ipv6"}
 
 

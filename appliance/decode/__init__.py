@@ -20,7 +20,10 @@ from appliance.decode.constants import (  # noqa: E402
 from appliance.decode.kernel import decode_frames  # noqa: E402
 from appliance.pcapio import PacketBatch  # noqa: E402
 
-__all__ = ["DecodedBatch", "Encapsulation", "FragmentKind", "LinkType", "Malformed", "decode_batch"]
+__all__ = [
+    "DecodeWorkspace", "DecodedBatch", "Encapsulation", "FragmentKind", "LinkType", "Malformed",
+    "decode_batch",
+]
 
 
 @dataclass
@@ -56,20 +59,50 @@ class DecodedBatch:
         return {Malformed(int(v)).name.lower(): int(n) for v, n in zip(values, counts, strict=True)}
 
 
-def decode_batch(batch: PacketBatch) -> DecodedBatch:
-    """Decode the link, network and transport headers of every frame in ``batch``."""
-    count = len(batch)
-    decoded = DecodedBatch(
-        batch=batch,
-        fields=np.zeros((count, columns.COLUMN_COUNT), dtype=np.int64),
-        saddr=np.zeros((count, 16), dtype=np.uint8),
-        daddr=np.zeros((count, 16), dtype=np.uint8),
-        smac=np.zeros((count, 6), dtype=np.uint8),
-        dmac=np.zeros((count, 6), dtype=np.uint8),
-        quoted_fields=np.zeros((count, columns.COLUMN_COUNT), dtype=np.int64),
-        quoted_saddr=np.zeros((count, 16), dtype=np.uint8),
-        quoted_daddr=np.zeros((count, 16), dtype=np.uint8),
+#: The arrays before this index are zeroed per batch; the decoder zeroes a quoted row itself.
+QUOTED_ARRAYS = 5
+
+
+class DecodeWorkspace:
+    """Output arrays reused from batch to batch, so decoding allocates nothing per batch."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self._arrays: tuple[np.ndarray, ...] = ()
+
+    def arrays(self, count: int) -> tuple[np.ndarray, ...]:
+        """Return zeroed output arrays for ``count`` frames."""
+        if count > self.rows:
+            self.rows = count
+            self._arrays = _allocate(count)
+        views = tuple(array[:count] for array in self._arrays)
+        for view in views[:QUOTED_ARRAYS]:
+            view.fill(0)
+        return views
+
+
+def _allocate(count: int) -> tuple[np.ndarray, ...]:
+    return (
+        np.zeros((count, columns.COLUMN_COUNT), dtype=np.int64),
+        np.zeros((count, 16), dtype=np.uint8),
+        np.zeros((count, 16), dtype=np.uint8),
+        np.zeros((count, 6), dtype=np.uint8),
+        np.zeros((count, 6), dtype=np.uint8),
+        np.zeros((count, columns.COLUMN_COUNT), dtype=np.int64),
+        np.zeros((count, 16), dtype=np.uint8),
+        np.zeros((count, 16), dtype=np.uint8),
     )
+
+
+def decode_batch(batch: PacketBatch, workspace: DecodeWorkspace | None = None) -> DecodedBatch:
+    """Decode the link, network and transport headers of every frame in ``batch``.
+
+    With a ``workspace`` the result's arrays are views into it, valid until the
+    workspace decodes the next batch.
+    """
+    count = len(batch)
+    arrays = workspace.arrays(count) if workspace is not None else _allocate(count)
+    decoded = DecodedBatch(batch, *arrays)
     decode_frames(
         batch.buffer, batch.offset, batch.caplen, batch.wirelen, batch.linktype,
         decoded.fields, decoded.saddr, decoded.daddr, decoded.smac, decoded.dmac,

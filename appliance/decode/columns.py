@@ -25,6 +25,7 @@ FIELD_COLUMNS: list[tuple[str, str]] = [
     ("arp_op", "ARP operation (1 request, 2 reply)"),
     ("quoted", "1 when an ICMP error quotes an IP header whose flow key was decoded"),
     ("bytes", "bytes counted for the flow: the wire length without a cooked or loopback header"),
+    ("ip_options", "IpOption flags of the IPv4 options present"),
 ]
 
 COLUMN_INDEX = {name: index for index, (name, _) in enumerate(FIELD_COLUMNS)}
@@ -51,3 +52,4 @@ IP_VERSION = COLUMN_INDEX["ip_version"]
 ARP_OP = COLUMN_INDEX["arp_op"]
 QUOTED = COLUMN_INDEX["quoted"]
 BYTES = COLUMN_INDEX["bytes"]
+IP_OPTIONS = COLUMN_INDEX["ip_options"]

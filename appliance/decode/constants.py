@@ -22,6 +22,8 @@ class LinkType(IntEnum):
     LINUX_SLL = 113
     IPV4 = 228
     IPV6 = 229
+    IEEE802_11 = 105  #: 802.11 frames without a radio header
+    IEEE802_11_RADIOTAP = 127  #: 802.11 frames after a radiotap header
     LINUX_SLL2 = 276
 
 
@@ -51,10 +53,12 @@ class IpProto(IntEnum):
 
     HOPOPT = 0
     ICMP = 1
+    IGMP = 2
     TCP = 6
     UDP = 17
     IPV6_ROUTE = 43
     IPV6_FRAG = 44
+    GRE = 47
     ESP = 50
     AH = 51
     ICMPV6 = 58
@@ -74,6 +78,8 @@ class Encapsulation(IntFlag):
     MPLS = 0x20
     PPPOE = 0x40
     QINQ = 0x80  #: more than one VLAN tag
+    WLAN = 0x100  #: 802.11
+    GRE = 0x200  #: generic routing encapsulation
 
 
 #: The letter each encapsulation gets in column 2 of the Argus flgs string.
@@ -86,6 +92,42 @@ ENCAPSULATION_LETTERS = {
     Encapsulation.MPLS: "m",
     Encapsulation.PPPOE: "p",
     Encapsulation.QINQ: "v",
+    Encapsulation.WLAN: "w",
+    Encapsulation.GRE: "G",
+}
+
+
+class IpOption(IntFlag):
+    """IPv4 options seen in a datagram (flgs column 8)."""
+
+    ROUTER_ALERT = 0x01
+    STRICT_ROUTE = 0x02
+    LOOSE_ROUTE = 0x04
+    TIMESTAMP = 0x08
+    SECURITY = 0x10
+    RECORD_ROUTE = 0x20
+    UNKNOWN = 0x40
+
+
+#: IPv4 option type byte -> IpOption; types not listed (except end and no-op) are UNKNOWN.
+IP_OPTION_TYPES = {
+    0x94: IpOption.ROUTER_ALERT,
+    0x89: IpOption.STRICT_ROUTE,
+    0x83: IpOption.LOOSE_ROUTE,
+    0x44: IpOption.TIMESTAMP,
+    0x82: IpOption.SECURITY,
+    0x85: IpOption.SECURITY,
+    0x07: IpOption.RECORD_ROUTE,
+}
+#: flgs column 8 letter of each option; several options print 'O'.
+IP_OPTION_LETTERS = {
+    IpOption.ROUTER_ALERT: "A",
+    IpOption.STRICT_ROUTE: "S",
+    IpOption.LOOSE_ROUTE: "L",
+    IpOption.TIMESTAMP: "T",
+    IpOption.SECURITY: "+",
+    IpOption.RECORD_ROUTE: "R",
+    IpOption.UNKNOWN: "U",
 }
 
 
@@ -130,6 +172,8 @@ LT_LINUX_SLL = int(LinkType.LINUX_SLL)
 LT_IPV4 = int(LinkType.IPV4)
 LT_IPV6 = int(LinkType.IPV6)
 LT_LINUX_SLL2 = int(LinkType.LINUX_SLL2)
+LT_IEEE802_11 = int(LinkType.IEEE802_11)
+LT_RADIOTAP = int(LinkType.IEEE802_11_RADIOTAP)
 
 ET_IPV4 = int(EtherType.IPV4)
 ET_ARP = int(EtherType.ARP)
@@ -156,6 +200,8 @@ P_AH = int(IpProto.AH)
 P_ICMPV6 = int(IpProto.ICMPV6)
 P_IPV6_OPTS = int(IpProto.IPV6_OPTS)
 P_MOBILITY = int(IpProto.MOBILITY)
+P_IGMP = int(IpProto.IGMP)
+P_GRE = int(IpProto.GRE)
 
 EN_ETHERNET = int(Encapsulation.ETHERNET)
 EN_VLAN = int(Encapsulation.VLAN)
@@ -165,6 +211,8 @@ EN_PPP = int(Encapsulation.PPP)
 EN_MPLS = int(Encapsulation.MPLS)
 EN_PPPOE = int(Encapsulation.PPPOE)
 EN_QINQ = int(Encapsulation.QINQ)
+EN_WLAN = int(Encapsulation.WLAN)
+EN_GRE = int(Encapsulation.GRE)
 
 M_NONE = int(Malformed.NONE)
 M_UNSUPPORTED_LINKTYPE = int(Malformed.UNSUPPORTED_LINKTYPE)

@@ -6,29 +6,39 @@ from numba import njit
 
 from appliance.decode import columns as c
 from appliance.decode.constants import (
+    EN_GRE,
     EN_LLC,
+    EN_WLAN,
     ET_ARP,
     ET_IPV4,
     ET_IPV6,
     ET_LLC,
     FRAG_LATER,
+    FRAG_WHOLE,
     LT_LINUX_SLL,
     LT_LINUX_SLL2,
     LT_LOOP,
     LT_NULL,
+    LT_RADIOTAP,
     M_NONE,
     M_UNSUPPORTED_NETWORK,
+    P_GRE,
     P_ICMP,
     P_ICMPV6,
+    P_IGMP,
     P_TCP,
     P_UDP,
 )
-from appliance.decode.link import parse_link
-from appliance.decode.network import ARP_IPV4_LEN, parse_arp, parse_ipv4, parse_ipv6
+from appliance.decode.link import parse_link, radiotap_len
+from appliance.decode.network import ARP_IPV4_LEN, parse_arp, parse_ipv4, parse_ipv6, put_ipv4
 from appliance.decode.transport import parse_icmp, parse_tcp, parse_udp
+from appliance.decode.tunnel import parse_gre
 
 #: Link types whose header was made up by the capturing host, not seen on the wire.
 PSEUDO_HEADER_LINKTYPES = (LT_NULL, LT_LOOP, LT_LINUX_SLL, LT_LINUX_SLL2)
+#: The group address of an IGMP message: bytes 4 to 8.
+IGMP_GROUP = 4
+IGMP_GROUP_END = 8
 #: ethertypes above this are PPP protocols the link layer could not map.
 MAX_ETHERTYPE = 0xFFFF
 
@@ -60,10 +70,30 @@ def decode_ip(buf, pos, end, wire_left, etype, fields, saddr, daddr, quoted_fiel
     if proto == P_ICMP or proto == P_ICMPV6:
         return parse_icmp(buf, transport, cap_end, wire_len, version, fields, quoted_fields,
                           quoted_saddr, quoted_daddr, row)
+    if proto == P_IGMP and version == 4 and transport + IGMP_GROUP_END <= cap_end:
+        # argus 3.0.8 keys IGMP by the message's group field, in place of daddr.
+        put_ipv4(buf, transport + IGMP_GROUP, daddr, row)
     fields[row, c.PAYLOAD_OFFSET] = transport
     fields[row, c.PAYLOAD_CAPLEN] = max(0, cap_end - transport)
     fields[row, c.PAYLOAD_LEN] = wire_len
     return M_NONE
+
+
+@njit(cache=True)
+def decode_gre(buf, end, fields, saddr, daddr, quoted_fields, quoted_saddr, quoted_daddr, row):
+    """Decode the IP packet inside a GRE packet in place of the outer one, if there is one."""
+    if fields[row, c.FRAGMENT] != FRAG_WHOLE:
+        return M_NONE
+    start = fields[row, c.PAYLOAD_OFFSET]
+    inner_etype, inner = parse_gre(buf, start, end)
+    if inner_etype == 0:
+        return M_NONE
+    fields[row, c.ETYPE] = inner_etype
+    fields[row, c.ENCAPSULATION] |= EN_GRE
+    fields[row, c.IP_OPTIONS] = 0
+    wire_left = fields[row, c.PAYLOAD_LEN] - (inner - start)
+    return decode_ip(buf, inner, end, wire_left, inner_etype, fields, saddr, daddr,
+                     quoted_fields, quoted_saddr, quoted_daddr, row)
 
 
 @njit(cache=True)
@@ -78,19 +108,28 @@ def decode_frame(buf, start, caplen, wirelen, linktype, fields, saddr, daddr, sm
     if linktype in PSEUDO_HEADER_LINKTYPES:
         # argus 3.0.8 counts cooked and loopback frames from the network header on.
         fields[row, c.BYTES] = wirelen - (pos - start)
+    elif linktype == LT_RADIOTAP:
+        # ... and 802.11 frames from the 802.11 header on, without the radio header.
+        fields[row, c.BYTES] = wirelen - max(0, radiotap_len(buf, start, end))
     if malformed != M_NONE:
         return malformed
     if etype > MAX_ETHERTYPE or (etype == ET_LLC and not encaps & EN_LLC):
         return M_UNSUPPORTED_NETWORK
     wire_left = wirelen - (pos - start)
     if etype == ET_IPV4 or etype == ET_IPV6:
-        return decode_ip(buf, pos, end, wire_left, etype, fields, saddr, daddr, quoted_fields,
-                         quoted_saddr, quoted_daddr, row)
+        malformed = decode_ip(buf, pos, end, wire_left, etype, fields, saddr, daddr,
+                              quoted_fields, quoted_saddr, quoted_daddr, row)
+        if malformed == M_NONE and fields[row, c.PROTO] == P_GRE:
+            return decode_gre(buf, end, fields, saddr, daddr, quoted_fields, quoted_saddr,
+                              quoted_daddr, row)
+        return malformed
     # Non-IP frames: argus counts ARP's length minus the ARP body, others whole, as app bytes.
     fields[row, c.PAYLOAD_OFFSET] = pos
     fields[row, c.PAYLOAD_CAPLEN] = end - pos
     if etype == ET_ARP:
         fields[row, c.PAYLOAD_LEN] = max(0, wirelen - ARP_IPV4_LEN)
+        if encaps & EN_WLAN:  # argus 3.0.8 counts a whole 802.11 ARP frame
+            fields[row, c.PAYLOAD_LEN] = fields[row, c.BYTES]
         return parse_arp(buf, pos, end, fields, saddr, daddr, row)
     fields[row, c.PAYLOAD_LEN] = wirelen
     if etype == ET_LLC:  # 802.3 with LLC: ports are the service access points

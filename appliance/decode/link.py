@@ -1,7 +1,8 @@
-"""Link layer: Ethernet (802.1Q, QinQ, MPLS, PPPoE, LLC), Linux SLL/SLL2, PPP, raw IP, loopback."""
+"""Link layer: Ethernet (802.1Q, QinQ, MPLS, PPPoE, LLC), 802.11, SLL, PPP, raw IP, loopback."""
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from appliance.decode.constants import (
@@ -13,6 +14,7 @@ from appliance.decode.constants import (
     EN_QINQ,
     EN_SLL,
     EN_VLAN,
+    EN_WLAN,
     ET_IPV4,
     ET_IPV6,
     ET_LLC,
@@ -23,6 +25,7 @@ from appliance.decode.constants import (
     ET_QINQ_OLD,
     ET_VLAN,
     LT_ETHERNET,
+    LT_IEEE802_11,
     LT_IPV4,
     LT_IPV6,
     LT_LINUX_SLL,
@@ -31,11 +34,13 @@ from appliance.decode.constants import (
     LT_NULL,
     LT_PPP,
     LT_PPP_HDLC,
+    LT_RADIOTAP,
     LT_RAW,
     LT_RAW_OPENBSD,
     M_NONE,
     M_TRUNCATED_LINK,
     M_UNSUPPORTED_LINKTYPE,
+    M_UNSUPPORTED_NETWORK,
     PPP_IPV4,
     PPP_IPV6,
 )
@@ -193,6 +198,68 @@ def parse_loopback(buf, pos, end, network_order):
     return ethertype_from_version(buf, pos + 4, end), pos + 4, 0, -1, M_NONE
 
 
+WLAN_HEADER_LEN = 24
+WLAN_ADDRESS4_LEN = 6
+WLAN_QOS_LEN = 2
+WLAN_HT_CONTROL_LEN = 4
+WLAN_TYPE_DATA = 2
+WLAN_TO_DS = 0x01
+WLAN_FROM_DS = 0x02
+WLAN_PROTECTED = 0x40
+WLAN_ORDER = 0x80
+WLAN_SUBTYPE_QOS = 0x08
+WLAN_SUBTYPE_NO_DATA = 0x04
+RADIOTAP_MIN_LEN = 8
+
+
+@njit(cache=True)
+def radiotap_len(buf, pos, end):
+    """Return the length of the radiotap header at ``pos`` (little-endian), or -1."""
+    if pos + RADIOTAP_MIN_LEN > end:
+        return -1
+    length = np.int64(buf[pos + 2]) | (np.int64(buf[pos + 3]) << 8)
+    return length if length >= RADIOTAP_MIN_LEN else -1
+
+
+@njit(cache=True)
+def parse_wlan(buf, pos, end, smac, dmac, row):
+    """Decode an 802.11 data frame and its LLC/SNAP header.
+
+    Other frames (management, control, no-data, encrypted) carry no flow and are
+    reported as an unsupported network layer.
+    """
+    if pos + WLAN_HEADER_LEN > end:
+        return 0, pos, EN_WLAN, -1, M_TRUNCATED_LINK
+    control, flags = buf[pos], buf[pos + 1]
+    subtype = control >> 4
+    if ((control >> 2) & 0x03) != WLAN_TYPE_DATA or subtype & WLAN_SUBTYPE_NO_DATA:
+        return 0, pos, EN_WLAN, -1, M_UNSUPPORTED_NETWORK
+    if flags & WLAN_PROTECTED:
+        return 0, pos, EN_WLAN, -1, M_UNSUPPORTED_NETWORK
+    header_len = WLAN_HEADER_LEN
+    ds = flags & (WLAN_TO_DS | WLAN_FROM_DS)
+    if ds == WLAN_TO_DS | WLAN_FROM_DS:
+        header_len += WLAN_ADDRESS4_LEN
+    if subtype & WLAN_SUBTYPE_QOS:
+        header_len += WLAN_QOS_LEN
+        if flags & WLAN_ORDER:
+            header_len += WLAN_HT_CONTROL_LEN
+    if pos + header_len > end:
+        return 0, pos, EN_WLAN, -1, M_TRUNCATED_LINK
+    # Addresses 1-4 by the distribution-system bits: (destination, source).
+    destination, source = pos + 4, pos + 10
+    if ds == WLAN_TO_DS:
+        destination = pos + 16
+    elif ds == WLAN_FROM_DS:
+        source = pos + 16
+    elif ds == WLAN_TO_DS | WLAN_FROM_DS:
+        destination, source = pos + 16, pos + 24
+    copy_mac(buf, destination, dmac, row)
+    copy_mac(buf, source, smac, row)
+    # The body starts with an LLC header, as after an 802.3 length field.
+    return follow_ethertype(buf, pos + header_len, end, 0, EN_WLAN, -1)
+
+
 @njit(cache=True)
 def parse_link(buf, pos, end, linktype, smac, dmac, row):
     """Decode the link layer of one frame.
@@ -217,4 +284,11 @@ def parse_link(buf, pos, end, linktype, smac, dmac, row):
         return parse_loopback(buf, pos, end, True)
     if linktype == LT_PPP or linktype == LT_PPP_HDLC:
         return parse_ppp(buf, pos, end)
+    if linktype == LT_RADIOTAP:
+        length = radiotap_len(buf, pos, end)
+        if length < 0:
+            return 0, pos, EN_WLAN, -1, M_TRUNCATED_LINK
+        return parse_wlan(buf, pos + length, end, smac, dmac, row)
+    if linktype == LT_IEEE802_11:
+        return parse_wlan(buf, pos, end, smac, dmac, row)
     return 0, pos, 0, -1, M_UNSUPPORTED_LINKTYPE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from appliance.decode import columns as c
@@ -9,6 +10,7 @@ from appliance.decode.constants import (
     FRAG_FIRST,
     FRAG_LATER,
     FRAG_WHOLE,
+    IP_OPTION_TYPES,
     M_BAD_IP_HEADER,
     M_BAD_IP_LENGTH,
     M_NONE,
@@ -20,6 +22,7 @@ from appliance.decode.constants import (
     P_IPV6_OPTS,
     P_IPV6_ROUTE,
     P_MOBILITY,
+    IpOption,
 )
 from appliance.decode.link import u16, u32
 
@@ -45,6 +48,34 @@ def put_ipv4(buf, pos, out, row):
 def put_ipv6(buf, pos, out, row):
     for k in range(16):
         out[row, k] = buf[pos + k]
+
+
+IP_OPTION_END = 0
+IP_OPTION_NOOP = 1
+#: IPv4 option type -> IpOption flag, 0 for end and no-op, UNKNOWN for the rest.
+IP_OPTION_FLAGS = np.full(256, int(IpOption.UNKNOWN), dtype=np.int64)
+IP_OPTION_FLAGS[IP_OPTION_END] = 0
+IP_OPTION_FLAGS[IP_OPTION_NOOP] = 0
+for _type, _flag in IP_OPTION_TYPES.items():
+    IP_OPTION_FLAGS[_type] = int(_flag)
+
+
+@njit(cache=True)
+def ipv4_options(buf, pos, end):
+    """Return the IpOption flags of the options between ``pos`` and ``end``."""
+    flags = 0
+    while pos < end:
+        kind = buf[pos]
+        if kind == IP_OPTION_END:
+            break
+        flags |= IP_OPTION_FLAGS[kind]
+        if kind == IP_OPTION_NOOP:
+            pos += 1
+            continue
+        if pos + 1 >= end or buf[pos + 1] < 2:
+            break
+        pos += buf[pos + 1]
+    return flags
 
 
 @njit(cache=True)
@@ -80,6 +111,8 @@ def parse_ipv4(buf, pos, end, wire_left, fields, saddr, daddr, row):
         fields[row, c.FRAGMENT] = FRAG_WHOLE
     put_ipv4(buf, pos + 12, saddr, row)
     put_ipv4(buf, pos + 16, daddr, row)
+    if header_len > IPV4_MIN_HEADER_LEN:
+        fields[row, c.IP_OPTIONS] = ipv4_options(buf, pos + IPV4_MIN_HEADER_LEN, pos + header_len)
     return pos + header_len, min(end, pos + total_len), total_len - header_len, M_NONE
 
 

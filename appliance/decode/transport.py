@@ -111,6 +111,9 @@ def parse_quoted(buf, pos, cap_end, version, quoted_fields, quoted_saddr, quoted
     The quoted datagram is usually cut short, so its IP length is not checked.
     """
     unchecked = 1 << 30
+    quoted_fields[row, :] = 0
+    quoted_saddr[row, :] = 0
+    quoted_daddr[row, :] = 0
     if version == 4:
         transport, end, _, malformed = parse_ipv4(
             buf, pos, cap_end, unchecked, quoted_fields, quoted_saddr, quoted_daddr, row
@@ -130,6 +133,9 @@ def parse_quoted(buf, pos, cap_end, version, quoted_fields, quoted_saddr, quoted
         if transport + 4 <= end:
             quoted_fields[row, c.SPORT] = u16(buf, transport)
             quoted_fields[row, c.DPORT] = u16(buf, transport + 2)
+        if proto == P_UDP:  # the DNS header, part of a DNS flow's key
+            quoted_fields[row, c.PAYLOAD_OFFSET] = transport + UDP_HEADER_LEN
+            quoted_fields[row, c.PAYLOAD_CAPLEN] = max(0, end - transport - UDP_HEADER_LEN)
     elif transport + ICMP_HEADER_LEN <= end:  # a quoted ICMP query
         quoted_fields[row, c.SPORT] = u16(buf, transport)
         quoted_fields[row, c.DPORT] = u16(buf, transport + 4)

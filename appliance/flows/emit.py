@@ -1,59 +1,118 @@
-"""Flow records: snapshots of flows collected into Arrow record batches with FLOW_SCHEMA."""
+"""Emitted flow records: the compiled code's output arrays to Arrow batches with FLOW_SCHEMA."""
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
-from appliance.flows.keys import ADDRESS_A, ADDRESS_B, PORT_A, PORT_B
-from appliance.flows.state import Flow
+from appliance.flows import layout as f
 from appliance.records import FLOW_SCHEMA
 
-#: Columns filled from a flow, in FLOW_SCHEMA order; the others are constants or null.
-ROW_FIELDS = [
-    "seq", "stime", "ltime", "etype", "proto", "saddr", "sport", "daddr", "dport", "smac", "dmac",
-    "vlan", "dir", "state", "flgs", "cause", "pkts", "spkts", "dpkts", "bytes", "sbytes",
-    "dbytes", "sappbytes", "dappbytes", "sttl", "dttl", "stos", "dtos", "suser", "duser",
-]
-LABEL_FIELDS = ["sco", "dco", "sas", "das", "label"]
+#: Output rows kept in memory before they become a record batch.
+RECORD_CAPACITY = 16384
+#: Upper bound of the user-data output arrays, so a large -U does not allocate gigabytes.
+USER_OUTPUT_BYTES = 1 << 24
+
+_DIRECTIONS = pa.array(f.DIRECTIONS, pa.string())
+_STATES = pa.array(f.STATES, pa.string())
+_CAUSES = pa.array(f.CAUSES, pa.string())
+LABEL_FIELDS = ("sco", "dco", "sas", "das", "label")
 
 
-def key_sides(flow: Flow) -> tuple[bytes, int, bytes, int]:
-    """Return (saddr, sport, daddr, dport) of a flow, oriented from its initiator."""
-    key = flow.key
-    side_a = key[ADDRESS_A:ADDRESS_B]
-    side_b = key[ADDRESS_B : ADDRESS_B + 16]
-    port_a = int.from_bytes(key[PORT_A:PORT_B], "big")
-    port_b = int.from_bytes(key[PORT_B : PORT_B + 2], "big")
-    if flow.src_is_a:
-        return side_a, port_a, side_b, port_b
-    return side_b, port_b, side_a, port_a
+class RecordArrays:
+    """Preallocated output arrays that the compiled code appends records to."""
+
+    def __init__(self, user_data_len: int) -> None:
+        capacity = max(64, min(RECORD_CAPACITY, USER_OUTPUT_BYTES // (2 * user_data_len + 1)))
+        self.records = np.zeros((capacity, f.RECORD_COLUMNS), dtype=np.int64)
+        self.addrs = np.zeros((capacity, 2, 16), dtype=np.uint8)
+        self.macs = np.zeros((capacity, 2, 6), dtype=np.uint8)
+        self.flgs = np.zeros((capacity, f.FLGS_WIDTH), dtype=np.uint8)
+        self.user = np.zeros((capacity, 2, max(user_data_len, 1)), dtype=np.uint8)
+
+    @property
+    def arrays(self) -> tuple:
+        return self.records, self.addrs, self.macs, self.flgs, self.user
+
+    def to_batch(self, count: int, srcid: str, appbytes: bool) -> pa.RecordBatch:
+        """Return the first ``count`` output rows as a record batch with FLOW_SCHEMA."""
+        columns = _columns(self, count, appbytes)
+        arrays = []
+        for field in FLOW_SCHEMA:
+            if field.name == "srcid":
+                arrays.append(pa.array([srcid] * count, type=field.type))
+            elif field.name == "trans":
+                arrays.append(pa.array(np.ones(count, dtype=np.uint32)))
+            elif field.name in LABEL_FIELDS:
+                arrays.append(pa.nulls(count, field.type))
+            else:
+                arrays.append(columns[field.name].cast(field.type))
+        return pa.RecordBatch.from_arrays(arrays, schema=FLOW_SCHEMA)
 
 
-def snapshot(flow: Flow, seq: int, cause: str, appbytes: bool) -> tuple:
-    """Return the record of a flow's current counters as a tuple in ROW_FIELDS order."""
-    saddr, sport, daddr, dport = key_sides(flow)
-    src, dst = flow.src, flow.dst
-    return (
-        seq, flow.stime, flow.ltime, flow.etype, flow.proto, saddr, sport, daddr, dport,
-        flow.smac, flow.dmac, flow.vlan, flow.direction(), flow.state(), flow.flgs(), cause,
-        src.pkts + dst.pkts, src.pkts, dst.pkts, src.bytes + dst.bytes, src.bytes, dst.bytes,
-        src.appbytes if appbytes else None, dst.appbytes if appbytes else None,
-        src.ttl, dst.ttl, src.tos, dst.tos, bytes(src.user), bytes(dst.user),
+def _fixed(values: np.ndarray, width: int) -> pa.Array:
+    data = np.ascontiguousarray(values).tobytes()
+    return pa.Array.from_buffers(pa.binary(width), len(values), [None, pa.py_buffer(data)])
+
+
+def _variable(data: np.ndarray, lengths: np.ndarray, kind: pa.DataType) -> pa.Array:
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    mask = np.arange(data.shape[1]) < lengths[:, None]
+    body = data[mask].tobytes()
+    return pa.Array.from_buffers(
+        kind, len(lengths), [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(body)]
     )
 
 
-def rows_to_batch(rows: list[tuple], srcid: str) -> pa.RecordBatch:
-    """Build one record batch with exactly FLOW_SCHEMA from snapshot rows."""
-    count = len(rows)
-    columns = dict(zip(ROW_FIELDS, zip(*rows, strict=True), strict=True)) if rows else {}
-    arrays = []
-    for field in FLOW_SCHEMA:
-        if field.name == "srcid":
-            arrays.append(pa.array([srcid] * count, type=field.type))
-        elif field.name == "trans":
-            arrays.append(pa.array([1] * count, type=field.type))
-        elif field.name in LABEL_FIELDS or not rows:
-            arrays.append(pa.nulls(count, field.type))
-        else:
-            arrays.append(pa.array(columns[field.name], type=field.type))
-    return pa.RecordBatch.from_arrays(arrays, schema=FLOW_SCHEMA)
+def _names(codes: np.ndarray, names: pa.Array) -> pa.Array:
+    indices = pa.array(codes.astype(np.int32))
+    return pa.DictionaryArray.from_arrays(indices, names).dictionary_decode()
+
+
+def _columns(out: RecordArrays, count: int, appbytes: bool) -> dict[str, pa.Array]:
+    rec = out.records[:count]
+
+    def column(index: int) -> np.ndarray:
+        return np.ascontiguousarray(rec[:, index])
+
+    spkts, dpkts = column(f.R_SPKTS), column(f.R_DPKTS)
+    sbytes, dbytes = column(f.R_SBYTES), column(f.R_DBYTES)
+    vlan = column(f.R_VLAN)
+    columns = {
+        "seq": pa.array(column(f.R_SEQ)),
+        "stime": pa.array(column(f.R_STIME), type=pa.int64()).cast(pa.timestamp("us", "UTC")),
+        "ltime": pa.array(column(f.R_LTIME), type=pa.int64()).cast(pa.timestamp("us", "UTC")),
+        "etype": pa.array(column(f.R_ETYPE)),
+        "proto": pa.array(column(f.R_PROTO)),
+        "saddr": _fixed(out.addrs[:count, 0], 16),
+        "sport": pa.array(column(f.R_SPORT)),
+        "daddr": _fixed(out.addrs[:count, 1], 16),
+        "dport": pa.array(column(f.R_DPORT)),
+        "smac": _fixed(out.macs[:count, 0], 6),
+        "dmac": _fixed(out.macs[:count, 1], 6),
+        "vlan": pa.array(np.maximum(vlan, 0), mask=vlan < 0),
+        "dir": _names(column(f.R_DIR), _DIRECTIONS),
+        "state": _names(column(f.R_STATE), _STATES),
+        "flgs": _variable(out.flgs[:count], np.full(count, f.FLGS_WIDTH), pa.string()),
+        "cause": _names(column(f.R_CAUSE), _CAUSES),
+        "pkts": pa.array(spkts + dpkts),
+        "spkts": pa.array(spkts),
+        "dpkts": pa.array(dpkts),
+        "bytes": pa.array(sbytes + dbytes),
+        "sbytes": pa.array(sbytes),
+        "dbytes": pa.array(dbytes),
+        "sttl": pa.array(column(f.R_STTL)),
+        "dttl": pa.array(column(f.R_DTTL)),
+        "stos": pa.array(column(f.R_STOS)),
+        "dtos": pa.array(column(f.R_DTOS)),
+        "suser": _variable(out.user[:count, 0], column(f.R_SUSER_LEN), pa.binary()),
+        "duser": _variable(out.user[:count, 1], column(f.R_DUSER_LEN), pa.binary()),
+    }
+    if appbytes:
+        columns["sappbytes"] = pa.array(column(f.R_SAPPBYTES))
+        columns["dappbytes"] = pa.array(column(f.R_DAPPBYTES))
+    else:
+        columns["sappbytes"] = pa.nulls(count, pa.uint64())
+        columns["dappbytes"] = pa.nulls(count, pa.uint64())
+    return columns

@@ -5,7 +5,9 @@ A key is 48 bytes: ethertype (2), IP protocol (1), a zero byte, side A address
 zero bytes. The role column says whether a packet's sender is side A or side B.
 Which side is A:
 - TCP, UDP and other IP: the smaller (address, port); the flow table later picks
-  the initiator.
+  the initiator. UDP on port 53 with a captured DNS header sets extra to
+  DNS_TAGGED and the transaction id; the flow table keys a DNS flow by the id of
+  its first answered transaction, and by DNS_PENDING until an answer arrives.
 - ICMP queries (echo, timestamp, information, mask): the requester; the key holds
   the request type, the identifier and (IPv4 only) the sequence number, so every
   echo exchange is its own flow as in argus 3.0.8, which also keys all ICMPv6
@@ -29,6 +31,7 @@ from appliance.decode.constants import (
     FRAG_LATER,
     P_ICMP,
     P_ICMPV6,
+    P_UDP,
 )
 from appliance.decode.transport import ICMP_UNREACHABLE, icmp_request_type
 
@@ -100,10 +103,23 @@ def key_icmp(fields, saddr, daddr, keys, row):
     return 1
 
 
+#: UDP flows on this port are keyed by their DNS transaction id too.
+DNS_PORT = 53
+#: Values of the first extra byte of a DNS key: the id follows, or no answer came yet.
+DNS_TAGGED = 1
+DNS_PENDING = 2
+
+
 @njit(cache=True)
-def key_ip(fields, saddr, daddr, keys, row):
+def key_ip(fields, saddr, daddr, buffer, keys, row):
     sport = fields[row, c.SPORT]
     dport = fields[row, c.DPORT]
+    is_dns = fields[row, c.PROTO] == P_UDP and (sport == DNS_PORT or dport == DNS_PORT)
+    if is_dns and fields[row, c.PAYLOAD_CAPLEN] >= 2:
+        offset = fields[row, c.PAYLOAD_OFFSET]
+        keys[row, EXTRA] = DNS_TAGGED
+        keys[row, EXTRA + 2] = buffer[offset]
+        keys[row, EXTRA + 3] = buffer[offset + 1]
     if compare_sides(saddr, daddr, row, sport, dport) <= 0:
         put_sides(keys, row, saddr, daddr, 16, sport, dport)
         return 0
@@ -134,7 +150,7 @@ def key_mac(fields, smac, dmac, keys, row):
 
 
 @njit(cache=True)
-def build_keys(fields, saddr, daddr, smac, dmac, keys, role):
+def build_keys(fields, saddr, daddr, smac, dmac, buffer, keys, role):
     """Fill ``keys`` (n x 48 bytes, zeroed) and ``role`` for every decoded frame."""
     for row in range(len(fields)):
         etype = fields[row, c.ETYPE]
@@ -146,7 +162,7 @@ def build_keys(fields, saddr, daddr, smac, dmac, keys, role):
             if is_icmp and fields[row, c.FRAGMENT] != FRAG_LATER:
                 role[row] = key_icmp(fields, saddr, daddr, keys, row)
             else:
-                role[row] = key_ip(fields, saddr, daddr, keys, row)
+                role[row] = key_ip(fields, saddr, daddr, buffer, keys, row)
         elif etype == ET_ARP:
             role[row] = key_arp(fields, saddr, daddr, keys, row)
         else:

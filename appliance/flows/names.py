@@ -1,10 +1,8 @@
-"""Argus's printed vocabulary for flows: state mnemonics, ICMP names, dir and flgs letters."""
+"""Argus's printed vocabulary for flows: TCP flags, ICMP state mnemonics and flgs letters."""
 
 from __future__ import annotations
 
 from enum import IntFlag
-
-from appliance.decode.constants import ENCAPSULATION_LETTERS, Encapsulation
 
 
 class TcpFlag(IntFlag):
@@ -36,49 +34,3 @@ ICMPV6_STATES = {
 #: Column 3 of flgs for a flow that an ICMP error quoted, by ICMP (v4) error type.
 ICMP_MAPPED_LETTERS = {3: "U", 5: "R", 11: "T"}
 ICMPV6_MAPPED_LETTERS = {1: "U", 3: "T"}
-
-FLGS_WIDTH = 9
-
-
-def icmp_state(icmp_type: int, code: int, version: int) -> str:
-    """Return argus's state mnemonic for an ICMP flow of this type."""
-    if version == 6:
-        return ICMPV6_STATES.get(icmp_type, "UNK")
-    if icmp_type == 3:
-        return ICMP_UNREACHABLE_STATES.get(code, "URH")
-    return ICMP_STATES.get(icmp_type, "UNK")
-
-
-def icmp_mapped_letter(icmp_type: int, version: int) -> str:
-    """Return the flgs letter that marks a flow quoted by this ICMP error type."""
-    letters = ICMPV6_MAPPED_LETTERS if version == 6 else ICMP_MAPPED_LETTERS
-    return letters.get(icmp_type, "I")
-
-
-def encapsulation_letter(encapsulation: int) -> str:
-    """Return column 2 of flgs: one encapsulation's letter, '*' for several, ' ' for none."""
-    seen = {letter for flag, letter in ENCAPSULATION_LETTERS.items() if encapsulation & flag}
-    if encapsulation & Encapsulation.QINQ:
-        seen.add("*")
-    if len(seen) > 1:
-        return "*"
-    return seen.pop() if seen else " "
-
-
-def retransmission_letter(source: bool, destination: bool) -> str:
-    """Return column 4 of flgs: 's' source, 'd' destination or '*' both retransmitted."""
-    if source and destination:
-        return "*"
-    if source:
-        return "s"
-    return "d" if destination else " "
-
-
-def flgs_text(encapsulation: int, icmp_mapped: str, retransmitted: str, fragments: bool) -> str:
-    """Build the fixed-width positional flgs string."""
-    columns = [" "] * FLGS_WIDTH
-    columns[1] = encapsulation_letter(encapsulation)
-    columns[2] = icmp_mapped or " "
-    columns[3] = retransmitted
-    columns[6] = "F" if fragments else " "
-    return "".join(columns)

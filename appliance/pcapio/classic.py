@@ -28,6 +28,8 @@ RECORD_HEADER_LEN = 16
 DEFAULT_MAX_CAPLEN = 262144
 #: No real link layer needs more than this, whatever the file header claims.
 HARD_MAX_CAPLEN = 16 * 1024 * 1024
+#: Largest original (wire) length accepted; wire lengths are stored as int32.
+MAX_WIRE_LEN = 0x7FFFFFFF
 CHUNK_BYTES = 8 * 1024 * 1024
 
 # Scan results.
@@ -69,7 +71,7 @@ def scan_records(buf, pos, big_endian, nanosecond, max_caplen, offset, caplen, w
         fraction = _read_u32(buf, pos + 4, big_endian)
         included = _read_u32(buf, pos + 8, big_endian)
         original = _read_u32(buf, pos + 12, big_endian)
-        if included > max_caplen:
+        if included > max_caplen or original > MAX_WIRE_LEN:
             return count, pos, SCAN_BAD_LENGTH
         if pos + RECORD_HEADER_LEN + included > size:
             return count, pos, SCAN_NEED_MORE

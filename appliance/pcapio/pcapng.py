@@ -20,6 +20,10 @@ BYTE_ORDER_MAGIC = 0x1A2B3C4D
 CHUNK_BYTES = 8 * 1024 * 1024
 #: Larger blocks than this are treated as damage, not as data to buffer.
 MAX_BLOCK_LEN = 64 * 1024 * 1024
+#: Largest original (wire) length accepted; wire lengths are stored as int32.
+MAX_WIRE_LEN = 0x7FFFFFFF
+#: Latest timestamp accepted: the end of year 9999 UTC, in microseconds.
+MAX_TIMESTAMP_US = 253_402_300_799_999_999
 
 
 class BlockType(IntEnum):
@@ -214,8 +218,12 @@ class PcapngReader:
             return f"packet block names interface {interface_id}, which was never described"
         if header_len + caplen > len(body):
             return f"packet block claims {caplen} captured bytes but holds {len(body) - header_len}"
+        if wirelen > MAX_WIRE_LEN:
+            return f"packet block claims an impossible original length {wirelen}"
         interface = self.interfaces[interface_id]
         ts_us = interface.to_microseconds((ts_high << 32) | ts_low)
+        if not 0 <= ts_us <= MAX_TIMESTAMP_US:
+            return f"packet block timestamp {ts_us} us is out of range"
         self.last_ts_us = ts_us
         columns.add(body_offset + header_len, caplen, wirelen, ts_us, interface.linktype)
         self._count(wirelen, caplen)

@@ -1,0 +1,97 @@
+"""Time the flow table with many concurrent flows, and measure its memory per active flow.
+
+Usage: python bench/bench_flows.py [--flows N] [--packets-per-flow K] [-U BYTES]
+
+Builds Ethernet/IPv4/UDP frames in memory, one flow per (source address, source
+port) pair, N flows each sending K packets (all flows start before any repeats,
+so N flows are active at once), and feeds them to FlowMeter in batches. Prints
+packets per CPU second of the decode and flow-table path, the flow-table memory
+per slot, and the peak resident memory of the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import numpy as np
+
+from appliance.flows import CaptureSettings, FlowMeter
+from appliance.pcapio import PacketBatch
+
+FRAME_LEN = 60
+BATCH = 16384
+#: Ethernet + IPv4 (20 bytes, UDP) + UDP header + 18 payload bytes, checksums left zero.
+TEMPLATE = bytes.fromhex(
+    "020000000002" "020000000001" "0800"
+    "4500002e00004000401100000a000001c0a80001"
+    "04000035001a0000"
+) + bytes(18)
+SADDR = 26
+SPORT = 34
+
+
+def frames(first_flow: int, count: int, flows: int) -> np.ndarray:
+    """Return ``count`` frames (rows of FRAME_LEN bytes) of flows first_flow, first_flow+1, ..."""
+    out = np.tile(np.frombuffer(TEMPLATE, dtype=np.uint8), (count, 1))
+    flow = (first_flow + np.arange(count, dtype=np.int64)) % flows
+    host = flow // 50000
+    port = 1024 + flow % 50000
+    out[:, SADDR + 2] = (host >> 8) & 0xFF
+    out[:, SADDR + 3] = host & 0xFF
+    out[:, SPORT] = port >> 8
+    out[:, SPORT + 1] = port & 0xFF
+    return out
+
+
+def batch_of(rows: np.ndarray, ts_us: np.ndarray) -> PacketBatch:
+    count = len(rows)
+    return PacketBatch(
+        buffer=rows.reshape(-1),
+        offset=np.arange(count, dtype=np.int64) * FRAME_LEN,
+        caplen=np.full(count, FRAME_LEN, dtype=np.int32),
+        wirelen=np.full(count, FRAME_LEN, dtype=np.int32),
+        ts_us=ts_us,
+        linktype=np.ones(count, dtype=np.int32),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--flows", type=int, default=1_000_000)
+    parser.add_argument("--packets-per-flow", type=int, default=2)
+    parser.add_argument("-U", dest="user_data_len", type=int, default=0)
+    args = parser.parse_args()
+
+    settings = CaptureSettings(status_interval=86400, user_data_len=args.user_data_len,
+                               appbytes=True)
+    FlowMeter(settings).process(batch_of(frames(0, 2, 2), np.zeros(2, dtype=np.int64)))
+    meter = FlowMeter(settings)
+    total = args.flows * args.packets_per_flow
+    start_us = 1_700_000_000_000_000
+    cpu = 0.0
+    records = 0
+    for first in range(0, total, BATCH):
+        count = min(BATCH, total - first)
+        batch = batch_of(frames(first, count, args.flows),
+                         start_us + first + np.arange(count, dtype=np.int64))
+        began = time.process_time()
+        records += sum(b.num_rows for b in meter.process(batch))
+        cpu += time.process_time() - began
+    active = meter.stats["flows_active"]
+    began = time.process_time()
+    records += sum(b.num_rows for b in meter.flush())
+    flush_cpu = time.process_time() - began
+    table = meter.table
+    print(f"flows: {args.flows:,}, packets: {total:,}, -U {args.user_data_len}")
+    print(f"active flows before flush: {active:,}; records: {records:,}")
+    print(f"packets/s (CPU, decode + flow table): {total / cpu:,.0f}")
+    print(f"flush of {active:,} flows: {flush_cpu:.2f} s CPU")
+    print(f"flow table: {table.slots:,} slots, {table.bytes_per_slot()} bytes per slot, "
+          f"{table.slots * table.bytes_per_slot() / active:.0f} bytes per active flow")
+    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""The columnar flow table: its hash index against a dict, growth, and keying rules."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pyarrow as pa
+from scapy.layers.dns import DNS, DNSQR
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.l2 import Ether
+
+from appliance.flows import CaptureSettings, FlowMeter
+from appliance.flows import layout as f
+from appliance.flows.hashtable import KEY_WORDS, find, hash_key, insert, remove
+from appliance.flows.table import FlowTable
+from appliance.pcapio import PacketBatch
+from appliance.records import FLOW_SCHEMA
+
+SETTINGS = CaptureSettings(status_interval=86400, user_data_len=16, appbytes=True)
+
+
+def test_hash_index_matches_dict():
+    # Inserts, removals and growth from 64 slots, checked against a dict after each step.
+    rng = random.Random(7)
+    table = FlowTable(user_data_len=0, slots=64)
+    model: dict[tuple[int, ...], int] = {}
+    keys = np.zeros((1, KEY_WORDS), dtype=np.uint64)
+    for _ in range(5000):
+        key = tuple(rng.randrange(5) for _ in range(KEY_WORDS))
+        keys[0] = key
+        index, hashes, slot_keys, _, free, state, *_, meta = table.arrays
+        h = np.uint64(hash_key(keys, 0))
+        slot, bucket = find(index, hashes, slot_keys, keys, 0, h)
+        assert (slot >= 0) == (key in model)
+        if slot >= 0:
+            assert slot == model[key]
+            if rng.random() < 0.5:
+                remove(index, hashes, free, meta, slot)
+                state[slot, f.IN_USE] = 0
+                del model[key]
+        else:
+            if meta[f.M_ACTIVE] >= table.slots:
+                table.grow()
+                index, hashes, slot_keys, _, free, state, *_, meta = table.arrays
+                slot, bucket = find(index, hashes, slot_keys, keys, 0, h)
+            model[key] = insert(index, hashes, slot_keys, free, meta, keys, 0, h, bucket)
+            state[model[key], f.IN_USE] = 1
+        assert meta[f.M_ACTIVE] == len(model)
+    assert table.slots > 64
+
+
+def records(packets: list, times: list[float]) -> pa.Table:
+    frames = [bytes(packet) for packet in packets]
+    batch = PacketBatch.from_frames(frames, [int(t * 1e6) for t in times])
+    meter = FlowMeter(SETTINGS)
+    batches = meter.process(batch) + meter.flush()
+    return pa.Table.from_batches(batches, schema=FLOW_SCHEMA).sort_by("stime")
+
+
+def ether(src: str, dst: str):
+    return Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=src, dst=dst)
+
+
+def test_dns_transactions_are_keyed_by_id():
+    client, server = "10.0.0.1", "10.0.0.2"
+
+    def query(ident):
+        return ether(client, server) / UDP(sport=3333, dport=53) / DNS(
+            id=ident, qd=DNSQR(qname="a.example"))
+
+    def answer(ident):
+        return ether(server, client) / UDP(sport=53, dport=3333) / DNS(id=ident, qr=1)
+
+    table = records([query(1), answer(1), query(2), answer(2), query(1), answer(1)],
+                    [1, 1.1, 2, 2.1, 3, 3.1])
+    assert table.column("pkts").to_pylist() == [4, 2]
+    assert table.column("spkts").to_pylist() == [2, 1]
+
+
+def test_unanswered_dns_queries_share_one_flow():
+    packets = [ether("10.0.0.1", "10.0.0.2") / UDP(sport=3333, dport=53) / DNS(id=ident)
+               for ident in (5, 6, 7)]
+    table = records(packets, [1, 2, 3])
+    assert table.column("pkts").to_pylist() == [3]
+
+
+def segment(src: str, dst: str, sport: int, dport: int, flags: str, seq: int):
+    return ether(src, dst) / TCP(sport=sport, dport=dport, flags=flags, seq=seq)
+
+
+CLIENT, SERVER = "10.0.0.1", "10.0.0.2"
+
+
+def test_syn_after_reset_starts_record():
+    reset = [segment(CLIENT, SERVER, 4000, 80, "S", 100), segment(SERVER, CLIENT, 80, 4000, "R", 0),
+             segment(CLIENT, SERVER, 4000, 80, "S", 100)]
+    table = records(reset, [1, 1.1, 2])
+    assert table.column("pkts").to_pylist() == [2, 1]
+    assert table.column("ltime").to_pylist()[0].timestamp() == 2  # ends at the new SYN
+
+
+def test_syn_after_fin_joins_flow():
+    finished = [segment(CLIENT, SERVER, 4001, 80, "S", 100),
+                segment(SERVER, CLIENT, 80, 4001, "SA", 500),
+                segment(CLIENT, SERVER, 4001, 80, "FA", 101),
+                segment(SERVER, CLIENT, 80, 4001, "FA", 501),
+                segment(CLIENT, SERVER, 4001, 80, "S", 900)]
+    table = records(finished, [1, 1.1, 1.2, 1.3, 5])
+    assert table.column("pkts").to_pylist() == [5]
+    assert table.column("state").to_pylist() == ["FIN"]
