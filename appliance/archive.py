@@ -72,6 +72,11 @@ class RecordWriter:
         self._writer.write_table(table)
         self.records += table.num_rows
 
+    @property
+    def size(self) -> int:
+        """Bytes written to the file so far (0 for stdout or a stream not opened here)."""
+        return self._owned.tell() if self._owned is not None else 0
+
     def flush(self, sync: bool = False) -> None:
         """Push written batches to the operating system, and to the disk when ``sync``."""
         self._stream.flush()
@@ -116,13 +121,18 @@ class ArchiveWriter:
 
     Periods are aligned to the clock (hourly files start at minute 0). ``now`` is the
     caller's clock: wall time for a live interface, packet time for a replayed file.
+    With ``rotate_bytes`` the active file is also rotated once it reaches that size; the
+    next file of the same period gets a ``.1``, ``.2`` ... suffix. Callers flush at least
+    once a second so that records reach the file (the daemon does, on a timer).
     """
 
-    def __init__(self, directory: str | Path, rotate_seconds: int = 3600) -> None:
+    def __init__(self, directory: str | Path, rotate_seconds: int = 3600,
+                 rotate_bytes: int = 0) -> None:
         if rotate_seconds < 1:
             raise ValueError(f"rotate_seconds must be at least 1, got {rotate_seconds}")
         self.directory = Path(directory)
         self.rotate_seconds = rotate_seconds
+        self.rotate_bytes = rotate_bytes
         self.active_path = self.directory / ACTIVE_NAME
         self.last_rotation: Path | None = None
         self._writer: RecordWriter | None = None
@@ -168,6 +178,8 @@ class ArchiveWriter:
             self._period_start = self._period_of(now)
             log.info("opened active file %s", self.active_path)
         self._writer.write(batch)
+        if self.rotate_bytes and self._writer.size >= self.rotate_bytes:
+            self.rotate()
 
     def flush(self) -> None:
         """Make the records written so far readable by other processes."""
@@ -219,7 +231,8 @@ def _read_stream(source: BinaryIO, name: str, problems: list[str]) -> pa.Table:
     try:
         reader = pa.ipc.open_stream(source)
     except (pa.ArrowInvalid, OSError) as error:
-        raise RecordFileError(name, f"not an Arrow record stream ({error})") from error
+        raise RecordFileError(name, f"not an Arrow record stream ({error}); give records "
+                              "written by 'wirewatch capture -w' or a ra tool's '-w'") from error
     batches = []
     while True:
         try:

@@ -137,13 +137,28 @@ def execute(spec: JobSpec, records: pa.Table, context: JobContext | None = None)
 
     if window is not None and window.side == "o":
         rows = window.apply(rows)
-    if spec.analysis == "dns":
-        fields = list(rows.column_names)
-    else:
-        fields = list(spec.fields or DEFAULT_FIELDS)
+    fields = _output_fields(spec, rows)
     metadata.update(timings=timings, input_records=records.num_rows,
                     selected_records=selected.num_rows)
     return JobResult(spec, rows, fields, metadata)
+
+
+def _output_fields(spec: JobSpec, rows: pa.Table) -> list[str]:
+    """Return the spec's fields, or the defaults for its analysis.
+
+    DNS rows have their own columns. Label jobs add the columns they fill, so that the
+    labels show without a field list.
+    """
+    if spec.analysis == "dns":
+        return list(rows.column_names)
+    if spec.fields:
+        return list(spec.fields)
+    if spec.analysis != "label":
+        return list(DEFAULT_FIELDS)
+    added = ["sco", "dco"] if spec.label.get("geoip") else []
+    if spec.label.get("address_file") or spec.label.get("port_labels"):
+        added.append("label")
+    return [*DEFAULT_FIELDS, *added]
 
 
 def result_rows(result: JobResult) -> list[dict[str, Any]]:
@@ -165,8 +180,19 @@ def _plain_value(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.hex()
     if hasattr(value, "timestamp"):
-        return f"{value.timestamp():.6f}"
+        return round(value.timestamp(), 6)
     return value
+
+
+def _csv_cell(value: Any) -> str:
+    """Format one JSON-ready value for CSV: lists joined by ';', booleans in lower case."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ";".join(str(item) for item in value)
+    return str(value)
 
 
 def _plain_rows(table: pa.Table) -> list[dict[str, Any]]:
@@ -185,7 +211,7 @@ def _csv_text(result: JobResult, rows: list[dict[str, Any]]) -> str:
         options = result.render_options()
         writer.writerow([field_label(name, options) for name in names])
     for row in rows:
-        writer.writerow(["" if row[name] is None else row[name] for name in names])
+        writer.writerow([_csv_cell(row[name]) for name in names])
     return buffer.getvalue()
 
 

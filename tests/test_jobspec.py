@@ -119,3 +119,34 @@ def test_write_result_files(tmp_path):
     assert "analysis_seconds" in stored["timings"]
     assert sorted(path.name for path in directory.iterdir()) == [
         "meta.json", "result.csv", "result.json"]
+
+
+def test_label_defaults_show_country_columns(tmp_path):
+    from tests.test_label import load_builder
+
+    database = load_builder().build_database([("10.0.0.0/8", "DE")], tmp_path / "co.mmdb")
+    spec = JobSpec.from_dict({"analysis": "label", "now": NOW,
+                              "label": {"geoip": str(database)}})
+
+    result = execute(spec, records())
+
+    assert result.fields[-2:] == ["sco", "dco"]
+    assert result.rows.column("dco").to_pylist() == ["DE", "DE", "DE"]
+
+
+def test_dns_result_files_use_plain_values(tmp_path):
+    query = bytes.fromhex("12340100000100000000000003777777076578616d706c6503636f6d0000010001")
+    table = records().slice(1, 1)
+    table = table.set_column(table.schema.get_field_index("suser"), "suser",
+                             pa.array([query], pa.binary()))
+    spec = JobSpec.from_dict({"analysis": "dns", "now": NOW})
+
+    write_result(execute(spec, table), tmp_path / "job")
+
+    rows = json.loads((tmp_path / "job" / "result.json").read_text())
+    assert rows[0]["qname"] == "www.example.com."
+    assert isinstance(rows[0]["stime"], float)
+    assert rows[0]["answers"] == []
+    lines = list(csv.DictReader((tmp_path / "job" / "result.csv").read_text().splitlines()))
+    assert lines[0]["qr"] == "false"
+    assert lines[0]["answers"] == ""

@@ -182,3 +182,11 @@ def test_pcap_written_by_scapy_reads_back(tmp_path):
 
     assert [f[0] for f in frames] == [bytes(p) for p in packets]
     assert [f[2] for f in frames] == [1700000000_000000 + i * 1_000_000 for i in range(3)]
+
+
+def test_flow_record_file_is_named(tmp_path: Path) -> None:
+    records = tmp_path / "flows.arrows"
+    records.write_bytes(b"\xff\xff\xff\xff" + b"\x00" * 60)
+    with pytest.raises(CaptureFileError, match="is a file of flow records") as error:
+        read_packets(records)
+    assert "wirewatch ra -r" in str(error.value)

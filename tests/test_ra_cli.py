@@ -100,16 +100,23 @@ def test_ra_no_match_exits_one(record_file, capsys):
     assert capsys.readouterr().out == ""
 
 
-@pytest.mark.parametrize(("argv", "named"), [
-    (["-s", "stime", "bogus"], "bogus"),
-    (["-t", "2023/13"], "2023/13"),
-    (["-", "hots", "1.2.3.4"], "hots"),
-    (["-m", "nosuchkey"], "nosuchkey"),
+@pytest.mark.parametrize(("argv", "named", "switch"), [
+    (["-s", "stime", "bogus"], "bogus", "-s"),
+    (["-t", "2023/13"], "2023/13", "-t"),
+    (["-", "hots", "1.2.3.4"], "hots", "filter"),
+    (["-m", "nosuchkey"], "nosuchkey", "-m"),
 ])
-def test_bad_input_exits_two(record_file, capsys, argv, named):
+def test_bad_input_exits_two(record_file, capsys, argv, named, switch):
     tool = "rasort" if "-m" in argv else "ra"
     assert main(tool, ["-r", str(record_file), *argv]) == 2
-    assert named in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert named in error
+    assert switch in error
+
+
+def test_ralabel_without_source_names_switches(record_file, capsys):
+    assert main("ralabel", ["-r", str(record_file)]) == 2
+    assert "give --geoip DB.mmdb or -f RALABEL.CONF" in capsys.readouterr().err
 
 
 def test_missing_file_exits_two(tmp_path, capsys):

@@ -323,6 +323,26 @@ def emit(result: JobResult, switches: Switches) -> None:
         _write_records(target, result.rows)
 
 
+#: The switch that sets each job spec field, for error messages on the command line.
+SPEC_FIELD_SWITCHES = {
+    "fields": "-s", "keys": "-m", "time": "-t", "filter": "the filter", "top": "-N",
+    "mode": "-M", "label": "--geoip or -f", "render.precision": "-p",
+    "render.delimiter": "-c", "render.labels": "-L",
+}
+
+
+def _switch_message(error: SpecError) -> str:
+    """Reword a job spec error in terms of the switch that set the field."""
+    switch = SPEC_FIELD_SWITCHES.get(error.field)
+    if switch is None and error.field.startswith("label."):
+        switch = "--geoip or -f"
+    if switch is None:
+        return str(error)
+    if error.field == "label" and not error.value:
+        return "labels need a source: give --geoip DB.mmdb or -f RALABEL.CONF"
+    return f"invalid {switch} value {error.value!r}: {error.message}"
+
+
 def main(tool: str, argv: list[str]) -> int:
     """Run one of ra, racluster, rasort, ralabel, radump with argus switches; return exit status."""
     if tool not in TOOLS:
@@ -340,7 +360,11 @@ def main(tool: str, argv: list[str]) -> int:
         spec = build_spec(tool, switches, reference_now())
         records = _read(switches.reads)
         result = execute(spec, records, JobContext(job_id=f"{tool}-cli"))
-    except (UsageError, SpecError) as error:
+    except SpecError as error:
+        print(f"{tool}: {_switch_message(error)}", file=sys.stderr)
+        print(USAGE.format(tool=tool), file=sys.stderr)
+        return 2
+    except UsageError as error:
         print(f"{tool}: {error}", file=sys.stderr)
         print(USAGE.format(tool=tool), file=sys.stderr)
         return 2

@@ -42,6 +42,10 @@ def _open_stream(path: str | Path) -> tuple[BinaryIO, str]:
         raise CaptureFileError(path, reason) from None
 
 
+#: Arrow IPC streams, as 'wirewatch capture -w' writes them, start with a continuation marker.
+ARROW_STREAM_START = b"\xff\xff\xff\xff"
+
+
 def open_capture(path: str | Path, batch_size: int = 65536) -> CaptureReader:
     """Open a pcap or pcapng file ("-" is stdin) and check its file header.
 
@@ -55,9 +59,13 @@ def open_capture(path: str | Path, batch_size: int = 65536) -> CaptureReader:
         return PcapngReader(stream, name, magic, batch_size)
     if stream is not sys.stdin.buffer:
         stream.close()
+    if magic == ARROW_STREAM_START:
+        raise CaptureFileError(path, "is a file of flow records, not a packet capture; "
+                               f"read it with 'wirewatch ra -r {path}'")
     found = magic.hex() if magic else "an empty file"
     raise CaptureFileError(
-        path, f"not a pcap or pcapng file (starts with {found}); convert it with editcap"
+        path, f"not a pcap or pcapng file (starts with {found}); give a capture written by "
+        "tcpdump, tshark or dumpcap, or convert other formats with editcap"
     )
 
 
