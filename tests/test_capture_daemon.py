@@ -1,12 +1,14 @@
-"""Capture daemon: replay into the archive, status file, SIGTERM, SIGHUP reloads."""
+"""Capture daemon: replay into the archive, status file, signals, rotation, systemd notify."""
 
 from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from api import create_app
 from appliance.archive import ACTIVE_NAME, read_records
 from appliance.capture import CaptureSettings, flows_from_file
 from appliance.config import load_config
+from appliance.tokens import create_token
 from tests.services import REPO, service_env, stop_process, wait_for
 from worker.capture_daemon import CaptureDaemon
 
@@ -185,6 +188,8 @@ def test_api_put_signals_daemon(corpus_dir: Path, write_sensor_config: Callable[
     config_path = write_sensor_config(capture={"source": str(first)})
     client = create_app({"TESTING": True, "WIREWATCH_CONFIG_PATH": str(config_path)}
                         ).test_client()
+    _, token = create_token(config_path, ["admin"])
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
     daemon = start_daemon(config_path, tmp_path / "daemon.log")
     try:
         wait_for(status_is(config_path, "finished"), 120, "first replay to finish")
@@ -206,3 +211,117 @@ def test_api_put_signals_daemon(corpus_dir: Path, write_sensor_config: Callable[
     finally:
         exit_status = stop_process(daemon)
     assert exit_status == 0, (tmp_path / "daemon.log").read_text()
+
+
+def receive_notifications(sock: socket.socket, until: Callable[[list[str]], bool],
+                          timeout: float) -> list[str]:
+    """Collect datagrams from the notify socket until ``until(messages)`` holds."""
+    messages: list[str] = []
+    deadline = time.monotonic() + timeout
+    while not until(messages):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            pytest.fail(f"notifications so far: {messages}")
+        sock.settimeout(remaining)
+        try:
+            messages.append(sock.recv(4096).decode())
+        except TimeoutError:
+            continue
+    return messages
+
+
+def test_systemd_notify_ready_status_watchdog(corpus_dir: Path,
+                                              write_sensor_config: Callable[..., Path],
+                                              tmp_path: Path) -> None:
+    capture = corpus_dir / "dns-udp-basic.pcap"
+    config_path = write_sensor_config(capture={"source": str(capture)})
+    notify_path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(notify_path))
+        env = service_env(config_path) | {"NOTIFY_SOCKET": str(notify_path),
+                                          "WATCHDOG_USEC": "400000"}
+        with open(tmp_path / "daemon.log", "wb") as log:
+            daemon = subprocess.Popen([sys.executable, "-m", "worker.capture_daemon",
+                                       "--config", str(config_path)], cwd=REPO, env=env,
+                                      stdout=log, stderr=subprocess.STDOUT)
+        try:
+            messages = receive_notifications(
+                sock, lambda m: sum("WATCHDOG=1" in text for text in m) >= 3
+                and any("STATUS=finished" in text for text in m), 60)
+        finally:
+            exit_status = stop_process(daemon)
+        stopping = receive_notifications(sock, lambda m: any("STOPPING=1" in t for t in m), 10)
+    assert exit_status == 0, (tmp_path / "daemon.log").read_text()
+    ready = [text for text in messages if "READY=1" in text]
+    assert len(ready) == 1
+    assert f"STATUS=running: {capture}" in ready[0]
+    assert messages.index(ready[0]) < messages.index(next(t for t in messages if "finished" in t))
+    assert stopping
+
+
+def test_replay_rotates_by_packet_time_and_size(corpus_dir: Path,
+                                               write_sensor_config: Callable[..., Path]
+                                               ) -> None:
+    capture = corpus_dir / "http-wikipedia.pcap"
+    _records, pkts, _bytes = expected_records(capture)
+    by_time = load_config(write_sensor_config(capture={"source": str(capture),
+                                                       "rotate_seconds": 1,
+                                                       "status_interval": 1}))
+    stop = threading.Event()
+    daemon = CaptureDaemon(by_time, stop)
+    daemon.batch_size = 8
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    wait_for(lambda: daemon.status["state"] == "finished", 60, "the replay")
+    stop.set()
+    thread.join(30)
+    files = sorted(by_time.archive_dir.rglob("flows.*.arrows"))
+    assert len(files) > 1
+    names = [file.name for file in files]
+    assert len(set(names)) == len(names), "one file per one-second period"
+    archived = read_records(by_time.archive_dir)
+    assert pc.sum(archived.column("pkts")).as_py() == pkts
+
+    for file in by_time.archive_dir.rglob("*.arrows"):
+        file.unlink()
+    by_size = load_config(write_sensor_config(capture={"source": str(capture),
+                                                       "rotate_bytes": 4096,
+                                                       "status_interval": 1}))
+    stop = threading.Event()
+    daemon = CaptureDaemon(by_size, stop)
+    daemon.batch_size = 8
+    stop_after_replay(daemon, stop)
+    files = sorted(by_size.archive_dir.rglob("flows.*.arrows"))
+    assert len(files) > 1
+    assert any(".1.arrows" in file.name for file in files), "same period, numbered files"
+    assert pc.sum(read_records(by_size.archive_dir).column("pkts")).as_py() == pkts
+
+
+def stop_after_replay(daemon: CaptureDaemon, stop: threading.Event) -> None:
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    try:
+        wait_for(lambda: daemon.status["state"] in ("finished", "failed"), 60, "the replay")
+    finally:
+        stop.set()
+        thread.join(30)
+    assert daemon.status["state"] == "stopped"
+
+
+def test_retention_runs_after_rotation(corpus_dir: Path,
+                                       write_sensor_config: Callable[..., Path]) -> None:
+    capture = corpus_dir / "http-wikipedia.pcap"
+    config = load_config(write_sensor_config(capture={"source": str(capture),
+                                                      "rotate_bytes": 4096,
+                                                      "status_interval": 1},
+                                             archive={"max_bytes": 10_000}))
+    stop = threading.Event()
+    daemon = CaptureDaemon(config, stop)
+    daemon.batch_size = 8
+    stop_after_replay(daemon, stop)
+    files = list(config.archive_dir.rglob("flows.*.arrows"))
+    assert files
+    assert sum(file.stat().st_size for file in files) <= 10_000
+    retention = daemon.status["retention"]
+    assert retention["deleted_files"] > 0
+    assert retention["days_of_history"] is not None

@@ -1,12 +1,17 @@
 """The capture daemon: packets from the configured source to flow records in the archive.
 
-``python -m worker.capture_daemon --config PATH`` replays the capture file named by
-``[capture] source`` through the flow meter into the archive directory, rotating archive
-files by packet time. It writes its pid to ``<data_dir>/capture.pid`` and its progress to
+``python -m worker.capture_daemon --config PATH`` meters ``[capture] source`` into the
+archive directory. A network interface is captured live through an AF_PACKET ring and
+archive files rotate by wall time; a capture file is replayed and files rotate by packet
+time. Either way files also rotate by size, the retention policy runs after each rotation
+and once a minute, and records reach the active file at least once a second.
+
+It writes its pid to ``<data_dir>/capture.pid`` and its progress to
 ``<data_dir>/capture-status.json``. SIGTERM or SIGINT flushes open flows, closes the
 archive and exits; SIGHUP reloads the configuration file (an invalid file is logged and
 the running configuration kept). After a replay ends the daemon stays up, idle, with
-state "finished", until it is stopped or reloaded with another source.
+state "finished", until it is stopped or reloaded with another source. Under systemd
+(Type=notify) it sends READY=1 once capturing, STATUS= lines, and WATCHDOG=1 pings.
 """
 
 from __future__ import annotations
@@ -30,7 +35,10 @@ import pyarrow as pa
 from appliance.archive import ArchiveWriter
 from appliance.capture import CaptureSettings, FlowMeter
 from appliance.config import CaptureConfig, Config, ConfigError, load_config
+from appliance.live import FilterError, LiveCaptureError, LiveSettings, RingSource
 from appliance.pcapio import CaptureFileError, read_packets
+from appliance.retention import enforce_retention
+from worker.systemd import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +48,16 @@ STATUS_PERIOD = 1.0
 IDLE_WAIT = 0.5
 #: Packets per batch read from a capture file.
 BATCH_SIZE = 65536
+#: Seconds between flushes of the active file: records are readable at most this late.
+FLUSH_PERIOD = 1.0
+#: Seconds a live read waits for a ring block before the loop checks its timers.
+READ_TIMEOUT = 0.2
+#: Seconds between retention runs (one also follows every rotation).
+RETENTION_PERIOD = 60.0
+#: Capture settings that need the ring reopened (the flow table stays).
+RING_KEYS = ("promisc", "fanout_group", "block_timeout_ms", "ring_mb")
+#: Capture settings of the flow meter; a change writes out open flows first.
+METER_KEYS = ("status_interval", "user_data_len", "appbytes")
 
 
 class CaptureDaemon:
@@ -52,17 +70,22 @@ class CaptureDaemon:
         self.stop_event = stop_event
         self.reload_event = reload_event or threading.Event()
         self.config_path = config_path if config_path is not None else config.path
-        self.writer = ArchiveWriter(config.archive_dir, config.capture.rotate_seconds)
+        self.writer = ArchiveWriter(config.archive_dir, config.capture.rotate_seconds,
+                                    config.capture.rotate_bytes)
         self.meter = FlowMeter(self._settings(config.capture))
         self.status: dict[str, Any] = {
             "state": "starting", "srcid": config.srcid, "pid": os.getpid(),
-            "source": config.capture.source, "packets": 0, "records": 0,
+            "source": config.capture.source, "packets": 0, "bytes": 0, "records": 0,
             "current_file": None, "last_rotation": None, "started": time.time(),
-            "error": None,
+            "error": None, "kernel": None, "retention": None,
         }
         self._packet_time = 0.0
         self._status_written = 0.0
+        self._flushed = 0.0
+        self._retention_run = 0.0
         self._replayed_source: str | None = None
+        self.ring: RingSource | None = None
+        self.notifier = Notifier()
         self.batch_size = BATCH_SIZE
 
     def _settings(self, capture: CaptureConfig) -> CaptureSettings:
@@ -81,6 +104,7 @@ class CaptureDaemon:
                 if self._replayed_source != self.config.capture.source:
                     self._start_source()
                 else:
+                    self.notifier.heartbeat()
                     self.stop_event.wait(IDLE_WAIT)
         finally:
             self._shutdown()
@@ -94,11 +118,85 @@ class CaptureDaemon:
         if capture.mode == "replay":
             self._replay(capture.source)
         elif capture.mode == "live":
-            # NOTE: live interface capture is not implemented yet; only replay works.
-            self._set_failed(f"live capture from interface {capture.source} is not "
-                             "supported yet; set capture.source to a pcap or pcapng file")
+            self._live(capture)
         else:
             self._set_failed("capture.source is empty; set it to a pcap or pcapng file")
+
+    def _live(self, capture: CaptureConfig) -> None:
+        """Capture from an interface until stopped or until a reload changes the source."""
+        settings = LiveSettings(interface=capture.source, snaplen=capture.snaplen,
+                                filter=capture.filter, promisc=capture.promisc,
+                                fanout_group=capture.fanout_group,
+                                block_size=1 << 20, block_count=capture.ring_mb,
+                                block_timeout_ms=capture.block_timeout_ms)
+        try:
+            self.ring = RingSource(settings)
+        except (LiveCaptureError, FilterError) as error:
+            self._set_failed(f"cannot capture: {error}")
+            return
+        self._set_state("running")
+        try:
+            while not self.stop_event.is_set():
+                batch = self.ring.read(READ_TIMEOUT)
+                if batch is not None and len(batch):
+                    self._count(batch)
+                    self._write(self.meter.process(batch))
+                self._on_timer()
+                if self.reload_event.is_set() and self.reload():
+                    break
+            for batch in self.ring.drain():
+                self._count(batch)
+                self._write(self.meter.process(batch))
+        finally:
+            self.status["kernel"] = self.ring.statistics()
+            self.ring.close()
+            self.ring = None
+            log.info("stopped capturing on %s: kernel counted %d packets, dropped %d",
+                     capture.source, self.status["kernel"]["kernel_packets"],
+                     self.status["kernel"]["kernel_drops"])
+
+    def _clock(self) -> float:
+        """Return the time rotation follows: wall time live, packet time in a replay."""
+        return time.time() if self.config.capture.mode == "live" else self._packet_time
+
+    def _count(self, batch: Any) -> None:
+        self.status["packets"] += len(batch)
+        self.status["bytes"] += int(batch.wirelen.sum())
+
+    def _on_timer(self) -> None:
+        """Flush, rotate by wall time, run retention and report status when they are due."""
+        now = time.monotonic()
+        if now - self._flushed >= FLUSH_PERIOD:
+            self.writer.flush()
+            self._flushed = now
+        rotated = self.writer.maybe_rotate(self._clock())
+        if rotated is not None:
+            self._note_rotation(rotated)
+        if now - self._retention_run >= RETENTION_PERIOD:
+            self._run_retention()
+        self._maybe_write_status()
+        self.notifier.heartbeat()
+
+    def _run_retention(self) -> None:
+        self._retention_run = time.monotonic()
+        policy = self.config.retention
+        if not policy.enabled:
+            return
+        try:
+            plan = enforce_retention(self.config.archive_dir, policy)
+        except OSError as error:
+            log.error("retention on %s failed: %s", self.config.archive_dir, error)
+            return
+        previous = self.status["retention"] or {}
+        deleted_files = previous.get("deleted_files", 0) + len(plan.delete)
+        freed_bytes = previous.get("freed_bytes", 0) + plan.freed_bytes
+        self.status["retention"] = {
+            "at": time.time(),
+            "deleted_files": deleted_files,
+            "freed_bytes": freed_bytes,
+            "archive_bytes": plan.archive_bytes - plan.freed_bytes,
+            "days_of_history": plan.days_of_history,
+        }
 
     def _replay(self, source: str) -> None:
         log.info("replaying %s", source)
@@ -122,8 +220,9 @@ class CaptureDaemon:
             if len(batch):
                 self._packet_time = max(self._packet_time, float(batch.ts_us.max()) / 1e6)
             self._write(self.meter.process(batch))
-            self.status["packets"] += len(batch)
+            self._count(batch)
             self._maybe_write_status()
+            self.notifier.heartbeat()
             if self.stop_event.is_set():
                 return False
             if self.reload_event.is_set() and self.reload():
@@ -131,16 +230,21 @@ class CaptureDaemon:
         return True
 
     def _write(self, batches: list[pa.RecordBatch]) -> None:
+        """Append records, rotating by time and size, then flush the active file."""
         for batch in batches:
             if batch.num_rows == 0:
                 continue
-            rotated = self.writer.maybe_rotate(self._packet_time)
+            rotated = self.writer.maybe_rotate(self._clock())
             if rotated is not None:
                 self._note_rotation(rotated)
-            self.writer.write(batch, now=self._packet_time)
+            before = self.writer.last_rotation
+            self.writer.write(batch, now=self._clock())
+            if self.writer.last_rotation != before:
+                self._note_rotation(self.writer.last_rotation)
             self.status["records"] += batch.num_rows
             self.status["current_file"] = str(self.writer.active_path)
         self.writer.flush()
+        self._flushed = time.monotonic()
 
     def _rotate(self) -> None:
         rotated = self.writer.rotate()
@@ -150,12 +254,15 @@ class CaptureDaemon:
 
     def _note_rotation(self, path: Path) -> None:
         self.status["last_rotation"] = {"file": str(path), "at": time.time()}
+        self._run_retention()
 
     def reload(self) -> bool:
-        """Apply the configuration file again; return True when the capture source changed.
+        """Apply the configuration file again; return True when the source must restart.
 
-        An invalid file is logged and ignored. Open flows are written out before new
-        flow-meter or rotation settings take effect, so no flow is lost.
+        An invalid file is logged and ignored. A new filter or snap length is attached to
+        the open socket and keeps the flow table; open flows are written out before new
+        flow-meter settings take effect, so no flow is lost. New ring settings reopen the
+        ring with the same flow table.
         """
         self.reload_event.clear()
         log.info("SIGHUP: reloading configuration from %s", self.config_path)
@@ -175,22 +282,53 @@ class CaptureDaemon:
             if getattr(new, key) != getattr(old, key):
                 log.warning("reload: %s changed to %s; restart the daemon to apply it", key,
                             getattr(new, key))
+        if new.retention != old.retention:
+            log.info("reload: retention policy now %s", new.retention)
+            self._run_retention()
         if new.capture == old.capture:
             log.info("reload: capture settings unchanged")
+            self.write_status()
             return False
-
-        self._write(self.meter.flush())
-        self.meter = FlowMeter(self._settings(new.capture))
-        if new.capture.rotate_seconds != old.capture.rotate_seconds:
-            self._rotate()
-            self.writer = ArchiveWriter(old.archive_dir, new.capture.rotate_seconds)
+        try:
+            restart = self._apply_capture(old.capture, new.capture)
+        except FilterError as error:
+            log.error("configuration reload rejected, keeping the running one: %s", error)
+            self.status["reload_error"] = str(error)
+            self.config = old
+            self.write_status()
+            return False
         log.info("reload: applied capture settings %s", new.capture.to_dict())
         self.write_status()
-        return new.capture.source != old.capture.source
+        return restart
+
+    def _apply_capture(self, old: CaptureConfig, new: CaptureConfig) -> bool:
+        """Apply a changed ``[capture]`` section; return True when the source must restart."""
+        live = self.ring is not None and new.source == old.source
+        if live and (new.filter, new.snaplen) != (old.filter, old.snaplen):
+            self.ring.set_filter(new.filter, new.snaplen)
+        changed = {key for key in METER_KEYS if getattr(new, key) != getattr(old, key)}
+        if changed or not live:
+            self._write(self.meter.flush())
+            self.meter = FlowMeter(self._settings(new))
+        if (new.rotate_seconds, new.rotate_bytes) != (old.rotate_seconds, old.rotate_bytes):
+            self._rotate()
+            self.writer = ArchiveWriter(self.config.archive_dir, new.rotate_seconds,
+                                        new.rotate_bytes)
+        if new.source != old.source:
+            return True
+        if live and any(getattr(new, key) != getattr(old, key) for key in RING_KEYS):
+            self._replayed_source = None  # reopen the ring; the flow table stays
+            return True
+        return False
 
     def _set_state(self, state: str) -> None:
         self.status["state"] = state
         self.write_status()
+        summary = f"{state}: {self.status['source'] or 'no source'}"
+        if state == "running":
+            self.notifier.ready(summary)
+        else:
+            self.notifier.status(summary)
 
     def _set_failed(self, message: str) -> None:
         log.error("%s", message)
@@ -205,10 +343,18 @@ class CaptureDaemon:
         """Write the status file atomically."""
         self.status["updated"] = time.time()
         self.status["meter"] = dict(self.meter.stats)
+        if self.ring is not None:
+            self.status["kernel"] = self.ring.statistics()
+            self.status["filter"] = self.ring.filter
+            self.status["snaplen"] = self.ring.snaplen
         write_json_atomically(self.config.capture_status_path, self.status)
         self._status_written = time.monotonic()
+        if self.status["state"] == "running":
+            self.notifier.status(f"{self.status['source']}: {self.status['packets']} packets, "
+                                 f"{self.status['records']} records")
 
     def _shutdown(self) -> None:
+        self.notifier.stopping()
         try:
             self._write(self.meter.flush())
             self._rotate()
