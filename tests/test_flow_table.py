@@ -109,3 +109,18 @@ def test_syn_after_fin_joins_flow():
     table = records(finished, [1, 1.1, 1.2, 1.3, 5])
     assert table.column("pkts").to_pylist() == [5]
     assert table.column("state").to_pylist() == ["FIN"]
+
+
+def test_advance_closes_idle_flow_without_packets():
+    start = 1_700_000_000.0
+    packet = ether("10.0.0.1", "10.0.0.2") / UDP(sport=40000, dport=9999) / b"ping"
+    meter = FlowMeter(CaptureSettings(status_interval=5, user_data_len=0, appbytes=True))
+    assert meter.process(PacketBatch.from_frames([bytes(packet)], [int(start * 1e6)])) == []
+
+    assert meter.advance(int((start + 2) * 1e6)) == []
+    finished = meter.advance(int((start + 60) * 1e6))
+
+    table = pa.Table.from_batches(finished, schema=FLOW_SCHEMA)
+    assert table.num_rows == 1
+    assert table.column("dport").to_pylist() == [9999]
+    assert meter.stats["flows_active"] == 0

@@ -141,6 +141,9 @@ class CaptureDaemon:
                 if batch is not None and len(batch):
                     self._count(batch)
                     self._write(self.meter.process(batch))
+                else:
+                    # A quiet link: let status ticks and idle timeouts fire on wall time.
+                    self._write(self.meter.advance(int(time.time() * 1_000_000)))
                 self._on_timer()
                 if self.reload_event.is_set() and self.reload():
                     break

@@ -32,8 +32,11 @@ def capture_interface(settings: LiveSettings, meter: FlowMeter, writer: RecordWr
         while not stop.is_set():
             batch = ring.read(0.2)
             if batch is not None and len(batch):
-                for records in meter.process(batch):
-                    writer.write(records)
+                finished = meter.process(batch)
+            else:
+                finished = meter.advance(int(time.time() * 1_000_000))
+            for records in finished:
+                writer.write(records)
             if time.monotonic() - flushed >= FLUSH_PERIOD:
                 writer.flush()
                 flushed = time.monotonic()
