@@ -13,30 +13,31 @@ from typing import Any
 
 from flask import Flask
 
-from api import capture, health, jobs
+from api import archives, capture, docs, health, jobs, metrics, sensors
+from api.auth import check_token
 from api.context import EXTENSION
 from api.errors import register_error_handlers
 from appliance.config import load_config
 
 log = logging.getLogger(__name__)
 
-#: Largest request body accepted (413 above it); job specs and settings are small.
-MAX_CONTENT_LENGTH = 64 * 1024
-
-
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the API app; ``config`` overrides Flask settings (tests pass their own)."""
     app = Flask(__name__)
-    app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH, WIREWATCH_CONFIG_PATH=None,
-                            WIREWATCH=None)
+    app.config.from_mapping(WIREWATCH_CONFIG_PATH=None, WIREWATCH=None)
     if config is not None:
         app.config.update(config)
 
     sensor = app.config["WIREWATCH"] or load_config(app.config["WIREWATCH_CONFIG_PATH"])
+    # Largest request body accepted (413 above it); job specs and settings are small.
+    if app.config.get("MAX_CONTENT_LENGTH") is None:
+        app.config["MAX_CONTENT_LENGTH"] = sensor.api.max_body_bytes
     app.extensions[EXTENSION] = {"config": sensor, "celery": None}
 
     register_error_handlers(app)
-    for blueprint in (jobs.bp, capture.bp, health.bp):
+    app.before_request(check_token)
+    for blueprint in (jobs.bp, capture.bp, health.bp, archives.bp, sensors.bp, metrics.bp,
+                      docs.bp):
         app.register_blueprint(blueprint)
     log.info("API for sensor %s, results in %s", sensor.srcid, sensor.jobs.results_dir)
     return app

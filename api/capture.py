@@ -11,14 +11,18 @@ import json
 import logging
 import os
 import signal
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
+from api.auth import requires
 from api.context import read_json_object, sensor_config
 from api.errors import ApiError
+from api.openapi import document
 from appliance.config import Config, load_config, update_capture_section, validate_capture
 
 log = logging.getLogger(__name__)
@@ -27,18 +31,28 @@ bp = Blueprint("capture", __name__, url_prefix="/api/v1/capture")
 
 #: Text that the capture daemon's command line contains, checked before signalling a pid.
 DAEMON_MODULE = "worker.capture_daemon"
+#: Log file of a daemon started through the API, in the data directory.
+DAEMON_LOG = "capture-daemon.log"
 
 
 @bp.get("")
+@requires("read")
+@document(responses={200: "Capture"})
 def get_capture() -> Response:
     """Return the capture settings in the configuration file and the daemon's status."""
     config = _current_config()
     return jsonify(_capture_view(config, daemon=None))
 
 
-@bp.put("")
+@bp.route("", methods=["PUT", "PATCH"])
+@requires("admin")
+@document(request_body="CaptureUpdate", responses={200: "Capture", 400: None, 409: None,
+                                                    413: None, 415: None})
 def put_capture() -> Response:
-    """Validate new capture settings, write them to the file and signal the daemon."""
+    """Validate new capture settings, write them to the file and signal the daemon.
+
+    PUT and PATCH both merge: keys left out keep their current values.
+    """
     body = read_json_object()
     config = _current_config()
     if config.path is None:
@@ -48,11 +62,6 @@ def put_capture() -> Response:
     section = _file_capture_section(config.path)
     section.update(body)
     capture = validate_capture(section, config.path.parent)
-    if capture.mode == "live":
-        # NOTE: remove this check once the daemon captures from interfaces.
-        raise ApiError(400, f"live capture from interface {capture.source} is not implemented "
-                       "yet; set source to a pcap or pcapng file to replay", "capture.source",
-                       capture.source)
     update_capture_section(config.path, capture)
     log.info("capture settings written to %s: %s", config.path, capture.to_dict())
 
@@ -95,8 +104,61 @@ def _read_status(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def signal_daemon(pid_path: Path) -> bool:
-    """Send SIGHUP to the capture daemon in ``pid_path``; return False when none runs."""
+@bp.post("/start")
+@requires("admin")
+@document(responses={202: "Capture", 409: None})
+def start_capture() -> tuple[Response, int]:
+    """Start the capture daemon for this configuration file unless one runs."""
+    config = _current_config()
+    if config.path is None:
+        raise ApiError(409, "the API was started without a configuration file, so it cannot "
+                       "start a capture daemon; start it with WIREWATCH_CONFIG=PATH", "config",
+                       None)
+    if not config.capture.source:
+        raise ApiError(409, "capture.source is empty, so there is nothing to capture; set it "
+                       "with PUT /api/v1/capture first", "capture.source", "")
+    running = daemon_pid(config.capture_pid_path)
+    if running is not None:
+        raise ApiError(409, f"the capture daemon already runs as pid {running}", "state",
+                       "running")
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    with open(config.data_dir / DAEMON_LOG, "ab") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", DAEMON_MODULE, "--config",
+                                    str(config.path)], stdin=subprocess.DEVNULL,
+                                   stdout=log_file, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    # Written at once, so a second start request sees this daemon before it writes the file.
+    config.capture_pid_path.write_text(f"{process.pid}\n", encoding="ascii")
+    log.info("started capture daemon pid %d for %s", process.pid, config.path)
+    view = _capture_view(config, daemon=None)
+    view["pid"] = process.pid
+    return jsonify(view), 202
+
+
+@bp.post("/stop")
+@requires("admin")
+@document(responses={202: "Capture", 409: None})
+def stop_capture() -> tuple[Response, int]:
+    """Ask the capture daemon to write out open flows and exit (SIGTERM)."""
+    config = _current_config()
+    if not signal_daemon(config.capture_pid_path, signal.SIGTERM):
+        raise ApiError(409, "no capture daemon runs for this sensor", "state",
+                       (_read_status(config.capture_status_path) or {}).get("state"))
+    return jsonify(_capture_view(config, daemon=True)), 202
+
+
+def daemon_pid(pid_path: Path) -> int | None:
+    """Return the pid of the running capture daemon named by ``pid_path``, or None."""
+    try:
+        pid = int(pid_path.read_text(encoding="ascii").strip())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (OSError, ValueError):
+        return None
+    return pid if DAEMON_MODULE in command else None
+
+
+def signal_daemon(pid_path: Path, signum: int = signal.SIGHUP) -> bool:
+    """Send ``signum`` to the capture daemon in ``pid_path``; return False when none runs."""
     try:
         pid = int(pid_path.read_text(encoding="ascii").strip())
     except FileNotFoundError:
@@ -112,12 +174,12 @@ def signal_daemon(pid_path: Path) -> bool:
         if cmdline.exists() and DAEMON_MODULE not in cmdline.read_bytes().decode(errors="replace"):
             log.warning("pid %d in %s is not the capture daemon; not signalled", pid, pid_path)
             return False
-        os.kill(pid, signal.SIGHUP)
+        os.kill(pid, signum)
     except ProcessLookupError:
         log.info("capture daemon pid %d from %s is not running", pid, pid_path)
         return False
     except OSError as error:
         log.error("cannot signal capture daemon pid %d: %s", pid, error)
         return False
-    log.info("sent SIGHUP to capture daemon pid %d", pid)
+    log.info("sent %s to capture daemon pid %d", signal.Signals(signum).name, pid)
     return True

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from typing import Any
 
 from celery import Celery
 from flask import current_app, request
 
 from api.errors import ApiError
-from appliance.config import Config
+from appliance.config import Config, ConfigError, TokenRecord, load_config
 from worker.celery_app import make_celery
 
+log = logging.getLogger(__name__)
+
 EXTENSION = "wirewatch"
+_token_lock = threading.Lock()
 
 
 def sensor_config() -> Config:
@@ -24,8 +29,47 @@ def celery_client() -> Celery:
     """Return the Celery app used to send tasks and read their state (built on first use)."""
     services = current_app.extensions[EXTENSION]
     if services.get("celery") is None:
-        services["celery"] = make_celery(services["config"])
+        client = make_celery(services["config"])
+        # A request reports a backend outage at once rather than retrying like a worker.
+        client.conf.result_backend_always_retry = False
+        services["celery"] = client
     return services["celery"]
+
+
+def reset_celery_client() -> None:
+    """Drop the Celery client after a broker or backend error, so the next use reconnects.
+
+    Celery's Redis result consumer stays broken after it gives up reconnecting.
+    """
+    current_app.extensions[EXTENSION]["celery"] = None
+
+
+def current_tokens() -> tuple[TokenRecord, ...]:
+    """Return the API tokens, reading the configuration file again when it has changed.
+
+    A file that became invalid is logged and the tokens loaded before stay in force.
+    """
+    services = current_app.extensions[EXTENSION]
+    config: Config = services["config"]
+    if config.path is None:
+        return config.api.tokens
+    try:
+        status = config.path.stat()
+        stamp = (status.st_mtime_ns, status.st_ino, status.st_size)
+    except OSError as error:
+        log.error("cannot stat configuration %s: %s; keeping the loaded tokens", config.path,
+                  error)
+        return services.get("tokens", config.api.tokens)
+    with _token_lock:
+        if services.get("tokens_stamp") != stamp:
+            try:
+                services["tokens"] = load_config(config.path).api.tokens
+            except ConfigError as error:
+                log.error("cannot reload tokens from %s: %s; keeping the loaded tokens",
+                          config.path, error)
+                services.setdefault("tokens", config.api.tokens)
+            services["tokens_stamp"] = stamp
+        return services["tokens"]
 
 
 def read_json_object() -> dict[str, Any]:

@@ -1,109 +1,214 @@
-"""Jobs: submit an analysis to the sensor's queue, follow its state, fetch its result.
+"""Jobs: submit an analysis, list and follow jobs, cancel them, download their results.
 
-A job's directory ``<results_dir>/<job_id>/`` contains ``job.json`` (written here when the
-job is accepted), ``run.json`` (written by the worker: state and timings) and the result
-files. The result backend supplies the state and progress of queued and running jobs.
-A result requested before the job is done gets 409 Conflict with the job's state.
+A job runs on this sensor's queue, or, when the body names ``sensors``, as a fleet job:
+each named sensor runs its part on its own archive and a merge step on this sensor
+combines the parts. A result requested before the job is done gets 409 Conflict.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, send_file, url_for
 from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
 
-from api.context import celery_client, read_json_object, sensor_config
+from api.auth import requires
+from api.context import celery_client, read_json_object, reset_celery_client, sensor_config
 from api.errors import ApiError
-from appliance.config import Config
-from appliance.jobspec import JobSpec
-from worker.celery_app import RUN_ANALYSIS
+from api.jobstore import (
+    FINAL_STATES,
+    JOB_RECORD,
+    JOB_STATES,
+    RESULT_FORMATS,
+    RUN_RECORD,
+    job_directory,
+    job_view,
+    list_job_ids,
+    load_job,
+    write_json,
+)
+from api.openapi import document
+from appliance.config import SRCID_PATTERN, Config
+from appliance.jobspec import JobSpec, SpecError
+from worker.celery_app import FLEET_JOB, RUN_ANALYSIS, fleet_queue
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs")
 
-JOB_RECORD = "job.json"
-RUN_RECORD = "run.json"
-RESULT_FORMATS = {"csv": ("result.csv", "text/csv"), "json": ("result.json", "application/json")}
-#: Celery states as the API reports them.
-STATES = {"PENDING": "queued", "RECEIVED": "queued", "STARTED": "running",
-          "PROGRESS": "running", "RETRY": "running", "SUCCESS": "done", "FAILURE": "failed",
-          "REVOKED": "cancelled"}
-#: Keys of the worker's run record shown as the result summary.
-SUMMARY_KEYS = ("rows", "fields", "sha256", "input_records", "selected_records", "geoip")
 #: Publishing retries when the broker is unreachable, so a request fails within seconds.
 PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5,
                  "interval_max": 1}
+DEFAULT_PAGE = 50
+MAX_PAGE = 1000
 
 
 @bp.post("")
+@requires("jobs")
+@document(request_body="JobRequest", responses={202: "Job", 400: None, 413: None, 415: None,
+                                                 503: None})
 def submit_job() -> tuple[Response, int, dict[str, str]]:
-    """Accept a job spec, record the job and queue it for the sensor's worker."""
+    """Accept a job spec, record the job and queue it."""
     body = read_json_object()
+    sensors = _take_sensors(body)
     if "analysis" not in body:
         raise ApiError(400, "missing 'analysis'; expected one of ra, cluster, sort, label, "
                        "dns", "analysis", None)
     body.setdefault("now", time.time())
     config = sensor_config()
     _apply_sensor_label_sources(body, config)
-    spec = JobSpec.from_dict(body)
+    try:
+        spec = JobSpec.from_dict(body)
+    except SpecError:
+        raise
+    except (ValueError, OverflowError, OSError) as error:
+        # A 'now' or time far outside the calendar fails inside date arithmetic.
+        raise ApiError(400, f"invalid time range {body.get('time')!r} with now = "
+                       f"{body.get('now')!r}: {error}; use epoch seconds of a real date",
+                       "now", body.get("now")) from None
+    if sensors is not None:
+        _check_fleet_spec(spec)
 
     job_id = str(uuid.uuid4())
     record = {"id": job_id, "srcid": config.srcid, "queue": config.queue,
-              "submitted": time.time(), "spec": spec.to_dict()}
-    directory = config.jobs.results_dir / job_id
-    _write_json(directory / JOB_RECORD, record)
-
-    try:
-        celery_client().send_task(RUN_ANALYSIS, args=[job_id, spec.to_dict()], task_id=job_id,
-                                  queue=config.queue, retry=True, retry_policy=PUBLISH_RETRY)
-    except (OperationalError, OSError) as error:
-        (directory / JOB_RECORD).unlink(missing_ok=True)
-        directory.rmdir()
-        raise ApiError(503, f"job not queued: broker unreachable ({error}); check that the "
-                       "broker is running and retry", "broker", None) from None
-    log.info("job %s: queued %s on %s", job_id, spec.analysis, config.queue)
+              "sensors": sensors, "submitted": time.time(), "spec": spec.to_dict()}
+    directory = job_directory(job_id)
+    write_json(directory / JOB_RECORD, record)
+    _publish(job_id, spec, sensors, config)
+    log.info("job %s: queued %s for %s", job_id, spec.analysis,
+             ",".join(sensors) if sensors else config.queue)
 
     location = url_for("jobs.get_job", job_id=job_id)
-    return jsonify(_job_view(job_id, record)), 202, {"Location": location}
+    return jsonify(job_view(job_id, record, new=True)), 202, {"Location": location}
+
+
+@bp.get("")
+@requires("read")
+@document(parameters=["state", "limit", "offset"], responses={200: "JobList", 400: None})
+def list_jobs() -> Response:
+    """List jobs, newest first, optionally only those in the given states."""
+    states = _state_filter(request.args.get("state"))
+    limit = _int_argument("limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    offset = _int_argument("offset", 0, 0, 10**9)
+
+    matching = []
+    for _submitted, job_id, record in list_job_ids():
+        view = job_view(job_id, record)
+        if states is None or view["state"] in states:
+            matching.append(view)
+    page = matching[offset:offset + limit]
+    links: dict[str, str] = {}
+    if offset + limit < len(matching):
+        links["next"] = url_for("jobs.list_jobs", state=request.args.get("state"),
+                                limit=limit, offset=offset + limit)
+    return jsonify({"jobs": page, "total": len(matching), "limit": limit, "offset": offset,
+                    "links": links})
 
 
 @bp.get("/<job_id>")
+@requires("read")
+@document(responses={200: "Job", 404: None})
 def get_job(job_id: str) -> Response:
-    """Return a job's state, progress, timings, spec and result summary."""
-    return jsonify(_job_view(job_id, _load_job(job_id)))
+    """Return a job's state, progress, timings, spec, parts and result summary."""
+    return jsonify(job_view(job_id, load_job(job_id)))
+
+
+@bp.delete("/<job_id>")
+@requires("jobs")
+@document(responses={200: "Job", 404: None, 409: None})
+def cancel_job(job_id: str) -> Response:
+    """Cancel a queued or running job; a finished job gets 409 Conflict."""
+    record = load_job(job_id)
+    view = job_view(job_id, record)
+    if view["state"] in FINAL_STATES:
+        raise ApiError(409, f"job {job_id} is already {view['state']} and cannot be "
+                       "cancelled", "state", view["state"])
+
+    now = time.time()
+    write_json(job_directory(job_id) / RUN_RECORD,
+               {"state": "cancelled", "error": "cancelled by a client", "started":
+                view.get("started"), "finished": now})
+    try:
+        celery_client().control.revoke(job_id, terminate=True, signal="SIGTERM")
+    except Exception as error:  # remote control is best effort; the run record decides
+        log.warning("job %s: revoke broadcast failed (%s); the worker skips the job when "
+                    "it reads the cancelled run record", job_id, error)
+    log.info("job %s: cancelled (was %s)", job_id, view["state"])
+    return jsonify(job_view(job_id, record))
 
 
 @bp.get("/<job_id>/result")
+@requires("read")
+@document(parameters=["format"], responses={200: "Result", 400: None, 404: None, 409: None})
 def get_result(job_id: str) -> Response:
-    """Return a finished job's rows as CSV or JSON (``?format=``, default: the spec's)."""
-    record = _load_job(job_id)
-    view = _job_view(job_id, record)
+    """Stream a finished job's rows as CSV, JSON, NDJSON, Parquet or argus text."""
+    record = load_job(job_id)
+    wanted = request.args.get("format") or record["spec"].get("output") or "json"
+    if wanted not in RESULT_FORMATS:
+        raise ApiError(400, f"unknown result format {wanted!r}; expected one of "
+                       f"{', '.join(RESULT_FORMATS)}", "format", wanted)
+    view = job_view(job_id, record)
     if view["state"] != "done":
-        message = (f"job {job_id} is {view['state']}, so it has no result yet; poll "
+        message = (f"job {job_id} is {view['state']}, so it has no result; poll "
                    f"GET /api/v1/jobs/{job_id} until its state is done")
         if view.get("error"):
             message += f": {view['error']}"
         raise ApiError(409, message, "state", view["state"])
 
-    wanted = request.args.get("format") or record["spec"].get("output") or "json"
-    if wanted not in RESULT_FORMATS:
-        raise ApiError(400, f"unknown result format {wanted!r}; expected csv or json",
-                       "format", wanted)
     name, mimetype = RESULT_FORMATS[wanted]
-    path = sensor_config().jobs.results_dir / job_id / name
+    path = job_directory(job_id) / name
     if not path.is_file():
-        raise ApiError(404, f"result file {name} of job {job_id} is missing (expired?)",
-                       "job_id", job_id)
-    return send_file(path, mimetype=mimetype, download_name=f"{job_id}.{wanted}")
+        raise ApiError(404, f"result file {name} of job {job_id} is missing; it expired or "
+                       "was written by an older worker", "format", wanted)
+    return send_file(path, mimetype=mimetype, download_name=f"{job_id}.{wanted}",
+                     max_age=0)
+
+
+def _publish(job_id: str, spec: JobSpec, sensors: list[str] | None, config: Config) -> None:
+    """Send the job's task; on a broker failure remove the job record and raise 503."""
+    if sensors is None:
+        name, args, queue = RUN_ANALYSIS, [job_id, spec.to_dict()], config.queue
+    else:
+        name, args, queue = FLEET_JOB, [job_id, spec.to_dict(), sensors], \
+            fleet_queue(config.srcid)
+    try:
+        celery_client().send_task(name, args=args, task_id=job_id, queue=queue, retry=True,
+                                  retry_policy=PUBLISH_RETRY)
+    except (OperationalError, OSError, RuntimeError, RedisError) as error:
+        reset_celery_client()
+        directory = job_directory(job_id)
+        (directory / JOB_RECORD).unlink(missing_ok=True)
+        directory.rmdir()
+        raise ApiError(503, f"job not queued: broker unreachable ({error}); check that the "
+                       "broker is running and retry", "broker", None) from None
+
+
+def _take_sensors(body: dict[str, Any]) -> list[str] | None:
+    """Remove and validate ``sensors`` from a job body; None means this sensor only."""
+    sensors = body.pop("sensors", None)
+    if sensors is None:
+        return None
+    if not isinstance(sensors, list) or not sensors or len(sensors) > 256:
+        raise ApiError(400, "sensors must be a list of 1 to 256 sensor ids", "sensors",
+                       sensors)
+    for srcid in sensors:
+        if not isinstance(srcid, str) or not SRCID_PATTERN.fullmatch(srcid):
+            raise ApiError(400, f"invalid sensor id {srcid!r}; expected 1 to 64 letters, "
+                           "digits, '.', '_', ':' or '-'", "sensors", srcid)
+    return list(dict.fromkeys(sensors))
+
+
+def _check_fleet_spec(spec: JobSpec) -> None:
+    if spec.analysis == "label":
+        raise ApiError(400, "label jobs run on one sensor, because the GeoIP database is "
+                       "configured per sensor; omit 'sensors'", "analysis", spec.analysis)
+    if isinstance(spec.top, str) and spec.top.startswith("i"):
+        raise ApiError(400, "an input-side record range (i...) has no meaning across "
+                       "sensors; use an output range or omit 'sensors'", "top", spec.top)
 
 
 def _apply_sensor_label_sources(body: dict[str, Any], config: Config) -> None:
@@ -130,91 +235,25 @@ def _apply_sensor_label_sources(body: dict[str, Any], config: Config) -> None:
     body["label"] = {**label, "geoip": str(config.geoip_country_db)}
 
 
-def _load_job(job_id: str) -> dict[str, Any]:
-    try:
-        canonical = str(uuid.UUID(job_id))
-    except ValueError:
-        canonical = None
-    path = sensor_config().jobs.results_dir / (canonical or "") / JOB_RECORD
-    if canonical != job_id or not path.is_file():
-        raise ApiError(404, f"no job with id {job_id}", "job_id", job_id)
-    return _read_json(path)
-
-
-FINAL_STATES = ("done", "failed")
-
-
-def _job_view(job_id: str, record: dict[str, Any]) -> dict[str, Any]:
-    """Combine the job record, the worker's run record and the backend's state.
-
-    The run record is the authority on a finished job. The worker writes it before the
-    task returns, so it is read again after asking the backend: a job that finished
-    between the two reads then shows its final record, never "done" without a result.
-    """
-    run_path = sensor_config().jobs.results_dir / job_id / RUN_RECORD
-    run = _read_json(run_path) or {}
-    backend: dict[str, Any] = {}
-    if run.get("state") not in FINAL_STATES:
-        backend = _backend_state(job_id)
-        run = _read_json(run_path) or {}
-    view: dict[str, Any] = {
-        "id": job_id,
-        "srcid": record.get("srcid"),
-        "state": "queued",
-        "progress": None,
-        "submitted": record.get("submitted"),
-        "started": run.get("started"),
-        "finished": run.get("finished"),
-        "seconds": run.get("seconds"),
-        "timings": run.get("timings"),
-        "spec": record.get("spec"),
-        "result": None,
-        "error": None,
-        "links": {"self": url_for("jobs.get_job", job_id=job_id)},
-    }
-    if run.get("state") in FINAL_STATES:
-        view["state"] = run["state"]
-        view["error"] = run.get("error")
-    else:
-        view.update(backend)
-        if view["state"] == "done":
-            # A success without the worker's final run record is not readable yet.
-            # A failure is kept: a killed worker may never write its run record.
-            view["state"] = "running"
-    if view["state"] == "done":
-        view["result"] = {key: run[key] for key in SUMMARY_KEYS if key in run}
-        view["links"].update({fmt: url_for("jobs.get_result", job_id=job_id, format=fmt)
-                              for fmt in RESULT_FORMATS})
-    return view
-
-
-def _backend_state(job_id: str) -> dict[str, Any]:
-    try:
-        result = celery_client().AsyncResult(job_id)
-        state = result.state
-        info = result.info
-    except Exception as error:  # the backend is a remote service; report, don't crash
-        log.error("job %s: cannot read state from the result backend: %s", job_id, error)
-        return {"state": "unknown", "error": f"result backend unreachable ({error})"}
-    view: dict[str, Any] = {"state": STATES.get(state, state.lower())}
-    if state == "PROGRESS" and isinstance(info, dict):
-        view["progress"] = info
-    if state == "FAILURE":
-        view["error"] = str(info)
-    return view
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError:
+def _state_filter(text: str | None) -> set[str] | None:
+    if text is None or text == "":
         return None
+    states = {part.strip() for part in text.split(",")}
+    unknown = sorted(states - set(JOB_STATES))
+    if unknown:
+        raise ApiError(400, f"unknown job state {unknown[0]!r}; expected a comma-separated "
+                       f"list of {', '.join(JOB_STATES)}", "state", text)
+    return states
 
 
-def _write_json(path: Path, document: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        json.dump(document, handle, indent=2)
-    os.replace(temporary, path)
+def _int_argument(name: str, default: int, low: int, high: int) -> int:
+    text = request.args.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise ApiError(400, f"{name} must be a whole number from {low} to {high}", name, text)
+    return value

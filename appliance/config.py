@@ -1,7 +1,8 @@
 """Sensor configuration: one TOML file with embedded defaults, validated when it is loaded.
 
 The file has top-level keys ``data_dir`` and ``srcid`` and the sections ``[capture]``,
-``[archive]``, ``[jobs]``, ``[broker]`` and ``[geoip]``; every key is optional. Relative
+``[archive]``, ``[jobs]``, ``[broker]``, ``[geoip]``, ``[api]`` and ``[sensors]``; every key
+is optional. Relative
 paths in a file are resolved against the file's directory. ``WIREWATCH_CONFIG`` selects the
 file, ``WIREWATCH_DATA_DIR`` sets the default data directory and ``WIREWATCH_BROKER_URL``
 overrides ``[broker] url``. Writes go through a temporary file and a rename, so a reader
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+
+from appliance.retention import RetentionPolicy
 
 CONFIG_ENV = "WIREWATCH_CONFIG"
 DATA_DIR_ENV = "WIREWATCH_DATA_DIR"
@@ -49,19 +52,54 @@ CAPTURE_DEFAULTS: dict[str, Any] = {
     "user_data_len": 128,
     "appbytes": True,
     "rotate_seconds": 3600,
+    "rotate_bytes": 0,
+    "filter": "",
+    "snaplen": 65535,
+    "promisc": True,
+    "fanout_group": 0,
+    "block_timeout_ms": 100,
+    "ring_mb": 64,
 }
+ARCHIVE_DEFAULTS: dict[str, Any] = {
+    "dir": "",
+    "max_age_days": 0,
+    "max_bytes": 0,
+    "min_free_percent": 0,
+}
+#: Snap lengths below this cannot hold an Ethernet, IPv6 and TCP header.
+MIN_SNAPLEN = 96
+MAX_SNAPLEN = 262144
+MAX_FANOUT_GROUP = 65535
+MAX_BLOCK_TIMEOUT_MS = 10_000
+MAX_RING_MB = 4096
 JOBS_DEFAULTS: dict[str, Any] = {
     "results_dir": "",
     "result_ttl": 7 * 86400,
     "soft_time_limit": 600,
     "time_limit": 660,
+    "fleet_timeout": 300,
 }
+API_DEFAULTS: dict[str, Any] = {
+    "tokens": [],
+    "max_body_bytes": 64 * 1024,
+    "disk_low_water_mb": 512,
+}
+SENSORS_DEFAULTS: dict[str, Any] = {
+    "members": [],
+    "heartbeat_interval": 10,
+    "stale_after": 60,
+}
+#: Token scopes: read (GET), jobs (submit and cancel jobs), admin (capture, everything).
+TOKEN_SCOPES = ("read", "jobs", "admin")
+TOKEN_KEYS = {"id", "sha256", "scopes", "created", "label"}
 SECTION_KEYS: dict[str, set[str]] = {
     "capture": set(CAPTURE_DEFAULTS),
-    "archive": {"dir"},
+    "archive": set(ARCHIVE_DEFAULTS),
     "jobs": set(JOBS_DEFAULTS),
     "broker": {"url", "result_backend"},
     "geoip": {"country_db"},
+    "api": set(API_DEFAULTS),
+    "sensors": set(SENSORS_DEFAULTS),
 }
 TOP_LEVEL_KEYS = {"data_dir", "srcid"} | set(SECTION_KEYS)
 
@@ -90,6 +128,20 @@ class CaptureConfig:
     appbytes: bool
     #: Length of an archive file's period, in seconds of packet time for a replay.
     rotate_seconds: int
+    #: Size in bytes at which the active file is rotated early; 0 = by time only.
+    rotate_bytes: int = 0
+    #: tcpdump filter expression run in the kernel on a live interface; "" = every packet.
+    filter: str = ""
+    #: Bytes kept of each packet captured live.
+    snaplen: int = 65535
+    #: Whether a live interface is put in promiscuous mode.
+    promisc: bool = True
+    #: PACKET_FANOUT group shared by daemons capturing one interface together; 0 = none.
+    fanout_group: int = 0
+    #: Milliseconds after which the kernel hands over a ring block that is not full.
+    block_timeout_ms: int = 100
+    #: Size of the capture ring in MiB.
+    ring_mb: int = 64
 
     @property
     def mode(self) -> str:
@@ -106,6 +158,13 @@ class CaptureConfig:
             "user_data_len": self.user_data_len,
             "appbytes": self.appbytes,
             "rotate_seconds": self.rotate_seconds,
+            "rotate_bytes": self.rotate_bytes,
+            "filter": self.filter,
+            "snaplen": self.snaplen,
+            "promisc": self.promisc,
+            "fanout_group": self.fanout_group,
+            "block_timeout_ms": self.block_timeout_ms,
+            "ring_mb": self.ring_mb,
         }
 
 
@@ -117,6 +176,43 @@ class JobsConfig:
     result_ttl: int
     soft_time_limit: int
     time_limit: int
+    #: Seconds a fleet job waits for each sensor's part before marking it timed out.
+    fleet_timeout: int = 300
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """One API token as stored in ``[[api.tokens]]``: the SHA-256 of the token, not the token."""
+
+    id: str
+    sha256: str
+    scopes: tuple[str, ...]
+    created: float
+    label: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the token as TOML-ready values."""
+        return {"id": self.id, "sha256": self.sha256, "scopes": list(self.scopes),
+                "created": self.created, "label": self.label}
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The ``[api]`` section: tokens, request size limit and the disk low-water mark."""
+
+    tokens: tuple[TokenRecord, ...] = ()
+    max_body_bytes: int = 64 * 1024
+    #: Free space (MiB) in the data directory below which /readyz reports not ready.
+    disk_low_water_mb: int = 512
+
+
+@dataclass(frozen=True)
+class SensorsConfig:
+    """The ``[sensors]`` section: the fleet's sensor ids and heartbeat timing in seconds."""
+
+    members: tuple[str, ...] = ()
+    heartbeat_interval: int = 10
+    stale_after: int = 60
 
 
 @dataclass(frozen=True)
@@ -132,6 +228,9 @@ class Config:
     broker_url: str
     result_backend: str
     geoip_country_db: Path | None
+    api: ApiConfig = ApiConfig()
+    sensors: SensorsConfig = SensorsConfig()
+    retention: RetentionPolicy = RetentionPolicy()
 
     @property
     def queue(self) -> str:
@@ -203,6 +302,9 @@ def parse_config(document: Mapping[str, Any], path: Path | None = None) -> Confi
     jobs = _jobs(sections["jobs"], base, data_dir)
     broker_url, result_backend = _broker(sections["broker"], data_dir)
     country_db = _path_value(sections["geoip"], "geoip.country_db", base)
+    api = _api(sections["api"])
+    sensors = _sensors(sections["sensors"])
+    retention = validate_retention(sections["archive"])
 
     return Config(
         path=path,
@@ -214,6 +316,9 @@ def parse_config(document: Mapping[str, Any], path: Path | None = None) -> Confi
         broker_url=broker_url,
         result_backend=result_backend,
         geoip_country_db=country_db,
+        api=api,
+        sensors=sensors,
+        retention=retention,
     )
 
 
@@ -257,7 +362,65 @@ def validate_capture(section: Mapping[str, Any], base: Path | None = None) -> Ca
         user_data_len=user_data_len,
         appbytes=appbytes,
         rotate_seconds=rotate_seconds,
+        **_live_capture(values),
     )
+
+
+def _bounded(key: str, value: object, low: int, high: int, unit: str) -> int:
+    number = _integer(key, value)
+    if not low <= number <= high:
+        raise ConfigError(key, number, f"expected {unit} from {low} to {high}")
+    return number
+
+
+def _live_capture(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate the live-capture and size-rotation keys of ``[capture]``."""
+    from appliance.live.bpf import FilterError, compile_filter
+
+    expression = values["filter"]
+    if not isinstance(expression, str):
+        raise ConfigError("capture.filter", expression, "expected a tcpdump filter "
+                          "expression (a string)")
+    snaplen = _bounded("capture.snaplen", values["snaplen"], MIN_SNAPLEN, MAX_SNAPLEN, "bytes")
+    try:
+        compile_filter(expression.strip(), snaplen)
+    except FilterError as error:
+        raise ConfigError("capture.filter", expression, error.reason) from None
+    promisc = values["promisc"]
+    if not isinstance(promisc, bool):
+        raise ConfigError("capture.promisc", promisc, "expected true or false")
+    rotate_bytes = _integer("capture.rotate_bytes", values["rotate_bytes"])
+    if rotate_bytes != 0 and rotate_bytes < 4096:
+        raise ConfigError("capture.rotate_bytes", rotate_bytes,
+                          "expected 0 (rotate by time only) or at least 4096 bytes")
+    return {
+        "rotate_bytes": rotate_bytes,
+        "filter": expression.strip(),
+        "snaplen": snaplen,
+        "promisc": promisc,
+        "fanout_group": _bounded("capture.fanout_group", values["fanout_group"], 0,
+                                 MAX_FANOUT_GROUP, "a group id (0 = no fanout)"),
+        "block_timeout_ms": _bounded("capture.block_timeout_ms", values["block_timeout_ms"],
+                                     1, MAX_BLOCK_TIMEOUT_MS, "milliseconds"),
+        "ring_mb": _bounded("capture.ring_mb", values["ring_mb"], 1, MAX_RING_MB, "MiB"),
+    }
+
+
+def validate_retention(section: Mapping[str, Any]) -> RetentionPolicy:
+    """Validate the retention keys of ``[archive]`` (0 turns a limit off)."""
+    values = {**ARCHIVE_DEFAULTS, **section}
+    max_age_days = _number("archive.max_age_days", values["max_age_days"])
+    max_bytes = _integer("archive.max_bytes", values["max_bytes"])
+    min_free = _number("archive.min_free_percent", values["min_free_percent"])
+    if max_age_days < 0:
+        raise ConfigError("archive.max_age_days", max_age_days, "expected days >= 0 (0 = off)")
+    if max_bytes < 0:
+        raise ConfigError("archive.max_bytes", max_bytes, "expected bytes >= 0 (0 = off)")
+    if not 0 <= min_free < 100:
+        raise ConfigError("archive.min_free_percent", min_free,
+                          "expected a percentage from 0 (off) to below 100")
+    return RetentionPolicy(max_age_days=max_age_days, max_bytes=max_bytes,
+                           min_free_percent=min_free)
 
 
 def write_config(document: Mapping[str, Any], path: str | Path) -> None:
@@ -347,6 +510,9 @@ def _jobs(section: Mapping[str, Any], base: Path, data_dir: Path) -> JobsConfig:
     ttl = _integer("jobs.result_ttl", values["result_ttl"])
     if ttl < 60:
         raise ConfigError("jobs.result_ttl", ttl, "expected at least 60 seconds")
+    fleet_timeout = _integer("jobs.fleet_timeout", values["fleet_timeout"])
+    if fleet_timeout < 1:
+        raise ConfigError("jobs.fleet_timeout", fleet_timeout, "expected at least 1 second")
     soft = _integer("jobs.soft_time_limit", values["soft_time_limit"])
     hard = _integer("jobs.time_limit", values["time_limit"])
     if soft < 1:
@@ -355,7 +521,63 @@ def _jobs(section: Mapping[str, Any], base: Path, data_dir: Path) -> JobsConfig:
         raise ConfigError("jobs.time_limit", hard,
                           f"expected more seconds than jobs.soft_time_limit ({soft})")
     return JobsConfig(results_dir=results_dir, result_ttl=ttl, soft_time_limit=soft,
-                      time_limit=hard)
+                      time_limit=hard, fleet_timeout=fleet_timeout)
+
+
+def _api(section: Mapping[str, Any]) -> ApiConfig:
+    values = {**API_DEFAULTS, **section}
+    tokens = values["tokens"]
+    if not isinstance(tokens, list):
+        raise ConfigError("api.tokens", tokens, "expected an array of [[api.tokens]] tables")
+    records = tuple(_token(index, item) for index, item in enumerate(tokens))
+    max_body = _integer("api.max_body_bytes", values["max_body_bytes"])
+    if max_body < 1024:
+        raise ConfigError("api.max_body_bytes", max_body, "expected at least 1024 bytes")
+    low_water = _integer("api.disk_low_water_mb", values["disk_low_water_mb"])
+    if low_water < 0:
+        raise ConfigError("api.disk_low_water_mb", low_water, "expected 0 or more MiB")
+    return ApiConfig(tokens=records, max_body_bytes=max_body, disk_low_water_mb=low_water)
+
+
+def _token(index: int, item: object) -> TokenRecord:
+    key = f"api.tokens[{index}]"
+    if not isinstance(item, Mapping):
+        raise ConfigError(key, item, "expected a table with id, sha256 and scopes")
+    _reject_unknown(item, TOKEN_KEYS, f"{key}.")
+    token_id, digest = item.get("id"), item.get("sha256")
+    if not isinstance(token_id, str) or not re.fullmatch(r"[0-9a-f]{8,32}", token_id):
+        raise ConfigError(f"{key}.id", token_id, "expected 8 to 32 lowercase hex digits")
+    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise ConfigError(f"{key}.sha256", "(hidden)", "expected 64 lowercase hex digits")
+    scopes = item.get("scopes")
+    if not isinstance(scopes, list) or not scopes or any(s not in TOKEN_SCOPES for s in scopes):
+        raise ConfigError(f"{key}.scopes", scopes,
+                          f"expected a non-empty list of {', '.join(TOKEN_SCOPES)}")
+    created = _number(f"{key}.created", item.get("created", 0))
+    label = item.get("label", "")
+    if not isinstance(label, str):
+        raise ConfigError(f"{key}.label", label, "expected a string")
+    return TokenRecord(id=token_id, sha256=digest, scopes=tuple(scopes), created=created,
+                       label=label)
+
+
+def _sensors(section: Mapping[str, Any]) -> SensorsConfig:
+    values = {**SENSORS_DEFAULTS, **section}
+    members = values["members"]
+    if not isinstance(members, list) or any(not isinstance(m, str) for m in members):
+        raise ConfigError("sensors.members", members, "expected a list of sensor ids")
+    for member in members:
+        if not SRCID_PATTERN.fullmatch(member):
+            raise ConfigError("sensors.members", member, "expected a sensor id of 1 to 64 "
+                              "letters, digits, '.', '_', ':' or '-'")
+    interval = _integer("sensors.heartbeat_interval", values["heartbeat_interval"])
+    stale = _integer("sensors.stale_after", values["stale_after"])
+    if interval < 1:
+        raise ConfigError("sensors.heartbeat_interval", interval, "expected at least 1 second")
+    if stale <= interval:
+        raise ConfigError("sensors.stale_after", stale, "expected more seconds than "
+                          f"sensors.heartbeat_interval ({interval})")
+    return SensorsConfig(members=tuple(members), heartbeat_interval=interval, stale_after=stale)
 
 
 def _broker(section: Mapping[str, Any], data_dir: Path) -> tuple[str, str]:

@@ -130,10 +130,13 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str,
     raise DemoError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def http_json(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+def http_json(method: str, url: str, body: dict[str, Any] | None = None,
+              token: str | None = None) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -141,8 +144,9 @@ def http_json(method: str, url: str, body: dict[str, Any] | None = None) -> tupl
         return error.code, json.loads(error.read() or b"null")
 
 
-def http_text(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=30) as response:
+def http_text(url: str, token: str) -> str:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
         return response.read().decode("utf-8")
 
 
@@ -189,20 +193,30 @@ def archive_records(archive_dir: Path) -> int:
     return read_records(archive_dir).num_rows
 
 
-def run_job(base: str, spec: dict[str, Any], services: Services) -> tuple[dict[str, Any], str]:
-    status, job = http_json("POST", f"{base}/api/v1/jobs", spec)
+def create_token(config_path: Path) -> str:
+    """Add an API token with the read and jobs scopes through ``wirewatch token create``."""
+    done = subprocess.run([sys.executable, "-m", "appliance.cli.main", "token", "create",
+                           "--scopes", "read,jobs", "--label", "demo", "--config",
+                           str(config_path)], cwd=REPO, capture_output=True, text=True,
+                          check=True)
+    return done.stdout.strip()
+
+
+def run_job(base: str, spec: dict[str, Any], services: Services,
+            token: str) -> tuple[dict[str, Any], str]:
+    status, job = http_json("POST", f"{base}/api/v1/jobs", spec, token)
     if status != 202:
         raise DemoError(f"job {spec} rejected with HTTP {status}: {job}")
     url = f"{base}/api/v1/jobs/{job['id']}"
 
     def finished() -> dict[str, Any] | None:
-        _, view = http_json("GET", url)
+        _, view = http_json("GET", url, token=token)
         return view if view["state"] in ("done", "failed", "cancelled") else None
 
     view = wait_until(finished, JOB_TIMEOUT, f"job {job['id']} ({spec['analysis']})", services)
     if view["state"] != "done":
         raise DemoError(f"job {job['id']} {view['state']}: {view.get('error')}")
-    return view, http_text(f"{url}/result?format=csv")
+    return view, http_text(f"{url}/result?format=csv", token)
 
 
 def format_table(csv_text: str, columns: list[str] | None = None, max_rows: int = 40) -> str:
@@ -248,6 +262,7 @@ def run_demo(work: Path, serve: bool) -> None:
     subprocess.run([sys.executable, str(BUILD_GEOIP), str(COUNTRY_TABLE), str(geoip_db)],
                    check=True, cwd=REPO)
     config_path = write_config(work, geoip_db)
+    token = create_token(config_path)
 
     env = dict(os.environ, WIREWATCH_CONFIG=str(config_path))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
@@ -267,12 +282,13 @@ def run_demo(work: Path, serve: bool) -> None:
         wait_until(lambda: _healthy(base), STARTUP_TIMEOUT, "the API to answer", services)
 
         for heading, spec, columns in JOBS:
-            view, csv_text = run_job(base, spec, services)
+            view, csv_text = run_job(base, spec, services, token)
             rows = (view.get("result") or {}).get("rows")
             print(f"\n== {heading}: {rows} rows, job {view['id']}, {view['seconds']:.2f} s ==")
             print(format_table(csv_text, columns))
 
-        print(f"\nAPI: {base}/api/v1/healthz (jobs at {base}/api/v1/jobs)")
+        print(f"\nAPI: {base}/api/v1/healthz (jobs at {base}/api/v1/jobs, documentation at "
+              f"{base}/api/v1/docs; send 'Authorization: Bearer {token}')")
         if serve:
             print("serving until Ctrl-C")
             while True:

@@ -6,7 +6,9 @@ group-by over the same archive computed here with pyarrow.
 
 from __future__ import annotations
 
+import io
 import ipaddress
+import json
 import os
 import time
 import uuid
@@ -16,6 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from flask.testing import FlaskClient
 
@@ -23,6 +26,7 @@ from api import create_app
 from appliance.archive import read_records
 from appliance.config import load_config
 from appliance.records import EtherType, address_to_text
+from appliance.tokens import create_token
 from tests.services import build_archive, start_worker, stop_process, wait_for
 from worker.tasks import purge_expired_results
 
@@ -72,6 +76,15 @@ def run_job(client: FlaskClient, spec: dict[str, Any]) -> dict[str, Any]:
     return wait_for(finished, JOB_TIMEOUT, f"job {spec} to finish", interval=0.25)
 
 
+def token_client(config_path: Path) -> FlaskClient:
+    """Return a test client of the API for ``config_path`` that sends a jobs token."""
+    _, token = create_token(config_path, ["read", "jobs"])
+    client = create_app({"TESTING": True, "WIREWATCH_CONFIG_PATH": str(config_path)}
+                        ).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return client
+
+
 def sensor(corpus_dir: Path, write_sensor_config: Callable[..., Path], tmp_path: Path,
            broker: dict[str, str] | None) -> tuple[Path, FlaskClient, str]:
     srcid = f"q{uuid.uuid4().hex[:10]}"
@@ -82,8 +95,7 @@ def sensor(corpus_dir: Path, write_sensor_config: Callable[..., Path], tmp_path:
     config = load_config(config_path)
     records = build_archive(corpus_dir / CAPTURE, config.archive_dir, srcid)
     assert records > 0
-    app = create_app({"TESTING": True, "WIREWATCH_CONFIG_PATH": str(config_path)})
-    return config_path, app.test_client(), config.queue
+    return config_path, token_client(config_path), config.queue
 
 
 def check_cluster_result(client: FlaskClient, view: dict[str, Any],
@@ -102,6 +114,22 @@ def check_cluster_result(client: FlaskClient, view: dict[str, Any],
     assert csv_response.status_code == 200
     assert csv_response.mimetype == "text/csv"
     assert len(csv_response.get_data(as_text=True).splitlines()) == groups + 1
+
+    ndjson = client.get(f"/api/v1/jobs/{view['id']}/result?format=ndjson")
+    assert ndjson.mimetype == "application/x-ndjson"
+    assert [json.loads(line) for line in ndjson.get_data(as_text=True).splitlines()] == rows
+
+    parquet = client.get(f"/api/v1/jobs/{view['id']}/result?format=parquet")
+    assert parquet.status_code == 200
+    table = pq.read_table(io.BytesIO(parquet.get_data()))
+    assert table.num_rows == groups
+    assert pc.sum(table.column("pkts")).as_py() == pc.sum(
+        read_records(archive_dir).column("pkts")).as_py()
+
+    text = client.get(f"/api/v1/jobs/{view['id']}/result?format=text").get_data(as_text=True)
+    lines = text.splitlines()
+    assert len(lines) == groups + 1
+    assert lines[0].split() == ["SrcAddr", "DstAddr", "TotPkts", "TotBytes"]
 
 
 def test_cluster_job_through_redis(redis_url: str, corpus_dir: Path,
@@ -135,8 +163,7 @@ def test_job_failure_is_reported(redis_url: str, write_sensor_config: Callable[.
     monkeypatch.delenv("WIREWATCH_BROKER_URL", raising=False)
     srcid = f"q{uuid.uuid4().hex[:10]}"
     config_path = write_sensor_config(srcid=srcid, broker={"url": redis_url})
-    client = create_app({"TESTING": True, "WIREWATCH_CONFIG_PATH": str(config_path)}
-                        ).test_client()
+    client = token_client(config_path)
     worker = start_worker(config_path, f"sensor.{srcid}", tmp_path / "worker.log")
     try:
         # No archive was written for this sensor, so the job cannot read records.
@@ -185,3 +212,33 @@ def test_expired_results_are_purged(tmp_path: Path) -> None:
     assert removed == [old.name]
     assert not old.exists()
     assert fresh.is_dir()
+
+
+def test_cancelled_job_is_skipped(redis_url: str, corpus_dir: Path,
+                                  write_sensor_config: Callable[..., Path], tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WIREWATCH_BROKER_URL", raising=False)
+    config_path, client, queue = sensor(corpus_dir, write_sensor_config, tmp_path,
+                                        {"url": redis_url})
+    spec = {"analysis": "cluster", "keys": ["saddr"]}
+    cancelled = client.post("/api/v1/jobs", json=spec).get_json()["id"]
+    assert client.delete(f"/api/v1/jobs/{cancelled}").get_json()["state"] == "cancelled"
+
+    # The worker starts after the cancellation, so it receives the cancelled job first.
+    worker = start_worker(config_path, queue, tmp_path / "worker.log")
+    try:
+        later = run_job(client, spec)
+    finally:
+        stop_process(worker)
+
+    assert later["state"] == "done"
+    view = client.get(f"/api/v1/jobs/{cancelled}").get_json()
+    assert view["state"] == "cancelled"
+    directory = load_config(config_path).jobs.results_dir / cancelled
+    assert not (directory / "result.csv").exists()
+    assert cancelled in (tmp_path / "worker.log").read_text(errors="replace")
+    listing = client.get("/api/v1/jobs?state=done").get_json()
+    assert [job["id"] for job in listing["jobs"]] == [later["id"]]
+    assert listing["jobs"][0]["progress"] == 100.0
+    assert listing["jobs"][0]["expires"] == pytest.approx(
+        listing["jobs"][0]["finished"] + load_config(config_path).jobs.result_ttl)

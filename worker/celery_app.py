@@ -10,14 +10,23 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 
 from appliance.config import Config, load_config
 
 log = logging.getLogger(__name__)
 
-#: The one task a sensor runs; the API sends it by this name.
+#: Task names; the API sends tasks by name.
 RUN_ANALYSIS = "wirewatch.run_analysis"
+#: One sensor's part of a fleet job, sent to queue ``sensor.<srcid>``.
+RUN_PART = "wirewatch.run_part"
+#: A fleet job's fan-out and merge, sent to queue ``fleet.<srcid>`` of the API's sensor.
+FLEET_JOB = "wirewatch.fleet_job"
+
+
+def fleet_queue(srcid: str) -> str:
+    """Return the queue of the fleet jobs that the sensor ``srcid`` coordinates."""
+    return f"fleet.{srcid}"
 
 
 def make_celery(config: Config) -> Celery:
@@ -26,10 +35,11 @@ def make_celery(config: Config) -> Celery:
         config.data_dir.mkdir(parents=True, exist_ok=True)
 
     app = Celery("wirewatch", broker=config.broker_url, backend=config.result_backend,
-                 include=["worker.tasks"])
+                 include=["worker.tasks", "worker.fleet"])
     app.conf.update(
         task_default_queue=config.queue,
-        task_routes={RUN_ANALYSIS: {"queue": config.queue}},
+        task_routes={RUN_ANALYSIS: {"queue": config.queue},
+                     FLEET_JOB: {"queue": fleet_queue(config.srcid)}},
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
@@ -40,6 +50,11 @@ def make_celery(config: Config) -> Celery:
         task_time_limit=config.jobs.time_limit,
         result_expires=config.jobs.result_ttl,
         broker_connection_retry_on_startup=True,
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
+        # Storing a state or result retries through a Redis restart instead of failing.
+        result_backend_always_retry=True,
+        result_backend_max_retries=10,
         broker_transport_options=_transport_options(config),
         worker_hijack_root_logger=True,
     )
@@ -56,6 +71,26 @@ def _transport_options(config: Config) -> dict[str, Any]:
 
 
 _app: Celery | None = None
+_heartbeat: Any = None
+
+
+@signals.worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    """Start publishing this sensor's heartbeat once the worker consumes its queue."""
+    global _heartbeat
+    from worker.heartbeat import HeartbeatThread
+
+    config = getattr(getattr(sender, "app", None), "wirewatch_config", None)
+    if config is None or _heartbeat is not None:
+        return
+    _heartbeat = HeartbeatThread(config)
+    _heartbeat.start()
+
+
+@signals.worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stop()
 
 
 def __getattr__(name: str) -> Any:

@@ -3,6 +3,8 @@
 The task is a thin wrapper: it rebuilds the job spec, reads the archive, calls
 appliance.jobs and writes the result files. Result files live in
 ``<results_dir>/<job_id>/``; the result backend holds only state and progress.
+Running a job again (a redelivered message) returns the stored summary of a job that
+is already done, and a job the API cancelled before it started is skipped.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
@@ -23,6 +28,7 @@ from appliance import jobs
 from appliance.archive import RecordFileError, read_records
 from appliance.config import Config, load_config
 from appliance.jobspec import JobSpec, SpecError
+from appliance.query.render import render_lines
 from worker.celery_app import RUN_ANALYSIS
 
 log = logging.getLogger(__name__)
@@ -30,6 +36,9 @@ log = logging.getLogger(__name__)
 #: Files in a job's directory: the API writes the job record, the worker the run record.
 JOB_RECORD = "job.json"
 RUN_RECORD = "run.json"
+#: Progress in percent reported after each step of a job.
+PROGRESS_STEPS = {"reading the archive": 10.0, "selected": 40.0, "produced": 80.0,
+                  "writing the result": 90.0}
 
 
 class JobFailed(Exception):
@@ -39,78 +48,155 @@ class JobFailed(Exception):
 @shared_task(name=RUN_ANALYSIS, bind=True)
 def run_analysis(self: Any, job_id: str, spec_dict: dict[str, Any]) -> dict[str, Any]:
     """Run the analysis ``spec_dict`` over the archive and write its result files."""
-    config = _config_of(self.app)
+    config = config_of(self.app)
     directory = config.jobs.results_dir / job_id
+    previous = read_run_record(directory)
+    if previous.get("state") == "cancelled":
+        log.info("job %s: cancelled before it started; skipped", job_id)
+        return {"job_id": job_id, "state": "cancelled"}
+    if previous.get("state") == "done" and (directory / "result.csv").is_file():
+        log.info("job %s: already done; returning the stored summary", job_id)
+        return previous
+
     started = time.time()
     log.info("job %s: started (%s) on %s", job_id, spec_dict.get("analysis"), config.srcid)
-    _write_run_record(directory, {"state": "running", "started": started})
-
+    write_run_record(directory, {"state": "running", "started": started})
     try:
         summary = _run(self, job_id, spec_dict, config, directory)
     except SoftTimeLimitExceeded:
         message = (f"job {job_id}: exceeded the time limit of "
                    f"{config.jobs.soft_time_limit} s; narrow the time range or filter")
-        _fail(directory, started, message)
+        fail(directory, started, message)
         raise JobFailed(message) from None
     except (SpecError, RecordFileError) as error:
-        _fail(directory, started, f"job {job_id}: {error}")
+        fail(directory, started, f"job {job_id}: {error}")
         raise JobFailed(f"job {job_id}: {error}") from None
     except Exception as error:
         log.exception("job %s: failed", job_id)
-        _fail(directory, started, f"job {job_id}: {type(error).__name__}: {error}")
+        fail(directory, started, f"job {job_id}: {type(error).__name__}: {error}")
         raise
 
-    finished = time.time()
-    summary.update(started=started, finished=finished, seconds=round(finished - started, 6))
-    _write_run_record(directory, {"state": "done", **summary})
+    finish(directory, started, summary)
     log.info("job %s: finished, %s rows in %.3f s", job_id, summary.get("rows"),
-             finished - started)
+             summary["seconds"])
     purge_expired_results(config.jobs.results_dir, config.jobs.result_ttl)
     return summary
 
 
 def _run(task: Any, job_id: str, spec_dict: dict[str, Any], config: Config,
          directory: Path) -> dict[str, Any]:
-    spec = JobSpec.from_dict(spec_dict)
+    progress = progress_reporter(task)
+    result = run_spec(job_id, spec_dict, config, progress)
+    progress("writing the result")
+    return store_result(job_id, result, directory)
 
-    _progress(task, "reading the archive")
+
+def run_spec(job_id: str, spec_dict: dict[str, Any], config: Config,
+             progress: Callable[[str], None]) -> jobs.JobResult:
+    """Read this sensor's archive and run the spec on it."""
+    spec = JobSpec.from_dict(spec_dict)
+    progress("reading the archive")
     records = read_records(config.archive_dir)
     log.info("job %s: read %d records from %s", job_id, records.num_rows, config.archive_dir)
+    context = jobs.JobContext(job_id=job_id, progress=progress)
+    return jobs.execute(spec, records, context)
 
-    context = jobs.JobContext(job_id=job_id, progress=lambda step: _progress(task, step))
-    result = jobs.execute(spec, records, context)
 
-    _progress(task, "writing the result")
+def store_result(job_id: str, result: jobs.JobResult, directory: Path) -> dict[str, Any]:
+    """Write every result format into ``directory``; return the JSON-safe summary."""
     metadata = jobs.write_result(result, directory)
+    write_extra_formats(result, directory)
     # The summary travels through the JSON result backend, so keep it to JSON types.
     return json.loads(json.dumps({"job_id": job_id, **metadata}, default=str))
 
 
-def _progress(task: Any, step: str) -> None:
-    if task.request.id is None:  # called directly, not through a worker
+def write_extra_formats(result: jobs.JobResult, directory: Path) -> None:
+    """Write result.ndjson, result.parquet and result.txt beside result.csv and result.json."""
+    rows = json.loads((directory / "result.json").read_text(encoding="utf-8"))
+    ndjson = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    _write_atomically(directory / "result.ndjson", ndjson.encode())
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(result.rows, sink, compression="zstd")
+    _write_atomically(directory / "result.parquet", sink.getvalue().to_pybytes())
+
+    if result.spec.analysis == "dns":
+        lines = [str(text) for text in result.rows.column("radump").to_pylist()] \
+            if "radump" in result.rows.column_names else []
+    else:
+        lines = list(render_lines(result.rows, result.fields, result.render_options()))
+    _write_atomically(directory / "result.txt", "".join(line + "\n" for line in lines).encode())
+
+
+def progress_reporter(task: Any) -> Callable[[str], None]:
+    """Return a callback that reports a job step and its percentage through the backend."""
+
+    def report(step: str) -> None:
+        if task.request.id is None:  # called directly, not through a worker
+            return
+        percent = next((value for prefix, value in PROGRESS_STEPS.items()
+                        if step.startswith(prefix) or prefix in step), None)
+        try:
+            task.update_state(state="PROGRESS",
+                              meta={"step": step, "percent": percent, "at": time.time()})
+        except Exception as error:  # progress is advisory; the job goes on without it
+            log.warning("job %s: progress not stored (%s)", task.request.id, error)
+
+    return report
+
+
+def finish(directory: Path, started: float, summary: dict[str, Any]) -> None:
+    """Record a finished job, unless the API cancelled it while it ran."""
+    finished = time.time()
+    summary.update(started=started, finished=finished, seconds=round(finished - started, 6))
+    if read_run_record(directory).get("state") == "cancelled":
+        log.info("job %s: finished after it was cancelled; kept as cancelled",
+                 directory.name)
         return
-    task.update_state(state="PROGRESS", meta={"step": step, "at": time.time()})
+    write_run_record(directory, {"state": "done", **summary})
 
 
-def _fail(directory: Path, started: float, message: str) -> None:
+def fail(directory: Path, started: float, message: str,
+         extra: dict[str, Any] | None = None) -> None:
+    """Record a failed job with its error message."""
     log.error("%s", message)
     finished = time.time()
-    _write_run_record(directory, {"state": "failed", "error": message, "started": started,
-                                  "finished": finished, "seconds": round(finished - started, 6)})
+    write_run_record(directory, {"state": "failed", "error": message, "started": started,
+                                 "finished": finished, "seconds": round(finished - started, 6),
+                                 **(extra or {})})
 
 
-def _config_of(app: Any) -> Config:
+def config_of(app: Any) -> Config:
+    """Return the sensor configuration the Celery app was built with."""
     config = getattr(app, "wirewatch_config", None)
     return config if config is not None else load_config()
 
 
-def _write_run_record(directory: Path, record: dict[str, Any]) -> None:
+def read_run_record(directory: Path) -> dict[str, Any]:
+    """Return a job's run record, or {} when there is none yet."""
+    try:
+        with open(directory / RUN_RECORD, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def write_run_record(directory: Path, record: dict[str, Any]) -> None:
     """Write ``run.json`` atomically, so the API never reads a half-written record."""
     directory.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=".run.", dir=directory)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        json.dump(record, handle, indent=2, default=str)
-    os.replace(temporary, directory / RUN_RECORD)
+    _write_atomically(directory / RUN_RECORD,
+                      json.dumps(record, indent=2, default=str).encode())
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def purge_expired_results(results_dir: Path, ttl: int, now: float | None = None) -> list[str]:

@@ -15,6 +15,7 @@ import sys
 from appliance import __version__
 
 RA_TOOLS = ("ra", "racluster", "rasort", "ralabel", "radump")
+SERVICE_COMMANDS = ("config", "token", "serve", "worker")
 
 USAGE = """\
 usage: wirewatch [--version] COMMAND [ARGS...]
@@ -26,17 +27,30 @@ commands:
   rasort      sort records by keys (-m bytes ...)
   ralabel     add country codes and labels (--geoip DB.mmdb)
   radump      print records with user data decoded (DNS)
+  config      config init --data-dir DIR: print a valid configuration
+  token       token create --scopes read,jobs,admin | token revoke ID: API tokens
+  serve       serve the REST API with gunicorn (--bind HOST:PORT)
+  worker      run this sensor's Celery worker
 
 Run 'wirewatch COMMAND -h' for the switches of one command.
 """
 
 
-def _configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="wirewatch: %(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
+class _CommandFormatter(logging.Formatter):
+    """Format log lines like the commands' own error messages: ``ra: warning: ...``."""
+
+    def __init__(self, command: str) -> None:
+        super().__init__()
+        self.command = command
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{self.command}: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def _configure_logging(command: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_CommandFormatter(command))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
 
 
 def _run_capture(argv: list[str]) -> int:
@@ -52,7 +66,7 @@ def _run_capture(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run one wirewatch command and return its exit status."""
     argv = sys.argv[1:] if argv is None else argv
-    _configure_logging()
+    _configure_logging(argv[0] if argv and not argv[0].startswith("-") else "wirewatch")
     if not argv or argv[0] in ("-h", "--help", "help"):
         sys.stdout.write(USAGE)
         return 0 if argv else 2
@@ -62,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if command == "capture":
         return _run_capture(rest)
+    if command in SERVICE_COMMANDS:
+        from appliance.cli import service_cmd
+
+        return service_cmd.main(argv)
     if command in RA_TOOLS:
         from appliance.cli import ra_cmd
 
