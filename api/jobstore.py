@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from flask import url_for
 
 from api.context import celery_client, reset_celery_client, sensor_config
 from api.errors import ApiError
+from appliance.atomic import write_json_atomically
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +165,4 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 def write_json(path: Path, document: dict[str, Any]) -> None:
     """Write a JSON file through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        json.dump(document, handle, indent=2)
-    os.replace(temporary, path)
+    write_json_atomically(path, document)

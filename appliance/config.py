@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import socket
-import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -23,6 +22,7 @@ from typing import Any
 
 import tomli_w
 
+from appliance.atomic import write_atomically
 from appliance.retention import RetentionPolicy
 
 CONFIG_ENV = "WIREWATCH_CONFIG"
@@ -427,17 +427,7 @@ def write_config(document: Mapping[str, Any], path: str | Path) -> None:
     """Write a TOML document to ``path`` atomically (temporary file, fsync, rename)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    text = tomli_w.dumps(dict(document))
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(target, tomli_w.dumps(dict(document)))
 
 
 def update_capture_section(path: str | Path, capture: CaptureConfig) -> None:

@@ -13,8 +13,6 @@ import hashlib
 import io
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from appliance.atomic import write_atomically
 from appliance.jobspec import JobSpec, parse_record_range
 from appliance.query.fields import DEFAULT_FIELDS, split_field
 from appliance.query.filter import parse_filter
@@ -215,19 +214,6 @@ def _csv_text(result: JobResult, rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def write_result(result: JobResult, directory: Path) -> dict[str, Any]:
     """Write result.csv, result.json and meta.json into ``directory``; return the metadata.
 
@@ -240,8 +226,8 @@ def write_result(result: JobResult, directory: Path) -> dict[str, Any]:
     rows = result_rows(result)
     csv_bytes = _csv_text(result, rows).encode()
     json_bytes = json.dumps(rows, ensure_ascii=False).encode()
-    _write_atomically(directory / "result.csv", csv_bytes)
-    _write_atomically(directory / "result.json", json_bytes)
+    write_atomically(directory / "result.csv", csv_bytes)
+    write_atomically(directory / "result.json", json_bytes)
 
     metadata = {
         **result.metadata,
@@ -253,7 +239,7 @@ def write_result(result: JobResult, directory: Path) -> dict[str, Any]:
     }
     metadata["timings"] = {**metadata.get("timings", {}),
                            "write_seconds": time.perf_counter() - started}
-    _write_atomically(directory / "meta.json",
+    write_atomically(directory / "meta.json",
                       json.dumps(metadata, indent=2, default=str).encode())
     log.info("wrote result of %s job: %d rows to %s", result.spec.analysis, len(rows), directory)
     return metadata

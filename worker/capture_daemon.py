@@ -17,12 +17,10 @@ state "finished", until it is stopped or reloaded with another source. Under sys
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterable
@@ -33,6 +31,7 @@ from typing import Any
 import pyarrow as pa
 
 from appliance.archive import ArchiveWriter
+from appliance.atomic import write_json_atomically
 from appliance.capture import CaptureSettings, FlowMeter
 from appliance.config import CaptureConfig, Config, ConfigError, load_config
 from appliance.live import FilterError, LiveCaptureError, LiveSettings, RingSource
@@ -366,15 +365,6 @@ class CaptureDaemon:
             self.write_status()
             log.info("capture daemon stopped: %d packets, %d records", self.status["packets"],
                      self.status["records"])
-
-
-def write_json_atomically(path: Path, document: dict[str, Any]) -> None:
-    """Write ``document`` as JSON through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        json.dump(document, handle, indent=2, default=str)
-    os.replace(temporary, path)
 
 
 def run_daemon(config: Config, stop_event: threading.Event,

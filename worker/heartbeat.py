@@ -12,12 +12,12 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import threading
 import time
 from typing import Any
 
 from appliance import __version__
+from appliance.atomic import write_json_atomically
 from appliance.config import Config
 
 log = logging.getLogger(__name__)
@@ -54,12 +54,7 @@ def publish(config: Config, state: str = "up") -> None:
         with client:
             client.hset(REDIS_KEY, config.srcid, json.dumps(document))
         return
-    directory = config.data_dir / HEARTBEAT_DIR
-    directory.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=".heartbeat.", dir=directory)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        json.dump(document, handle)
-    os.replace(temporary, directory / f"{config.srcid}.json")
+    write_json_atomically(config.data_dir / HEARTBEAT_DIR / f"{config.srcid}.json", document)
 
 
 def read_all(config: Config) -> dict[str, dict[str, Any]]:

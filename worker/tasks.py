@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +24,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from appliance import jobs
 from appliance.archive import RecordFileError, read_records
+from appliance.atomic import write_atomically
 from appliance.config import Config, load_config
 from appliance.jobspec import JobSpec, SpecError
 from appliance.query.render import render_lines
@@ -114,18 +113,18 @@ def write_extra_formats(result: jobs.JobResult, directory: Path) -> None:
     """Write result.ndjson, result.parquet and result.txt beside result.csv and result.json."""
     rows = json.loads((directory / "result.json").read_text(encoding="utf-8"))
     ndjson = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    _write_atomically(directory / "result.ndjson", ndjson.encode())
+    write_atomically(directory / "result.ndjson", ndjson.encode())
 
     sink = pa.BufferOutputStream()
     pq.write_table(result.rows, sink, compression="zstd")
-    _write_atomically(directory / "result.parquet", sink.getvalue().to_pybytes())
+    write_atomically(directory / "result.parquet", sink.getvalue().to_pybytes())
 
     if result.spec.analysis == "dns":
         lines = [str(text) for text in result.rows.column("radump").to_pylist()] \
             if "radump" in result.rows.column_names else []
     else:
         lines = list(render_lines(result.rows, result.fields, result.render_options()))
-    _write_atomically(directory / "result.txt", "".join(line + "\n" for line in lines).encode())
+    write_atomically(directory / "result.txt", "".join(line + "\n" for line in lines).encode())
 
 
 def progress_reporter(task: Any) -> Callable[[str], None]:
@@ -184,19 +183,8 @@ def read_run_record(directory: Path) -> dict[str, Any]:
 def write_run_record(directory: Path, record: dict[str, Any]) -> None:
     """Write ``run.json`` atomically, so the API never reads a half-written record."""
     directory.mkdir(parents=True, exist_ok=True)
-    _write_atomically(directory / RUN_RECORD,
+    write_atomically(directory / RUN_RECORD,
                       json.dumps(record, indent=2, default=str).encode())
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def purge_expired_results(results_dir: Path, ttl: int, now: float | None = None) -> list[str]:
