@@ -7,7 +7,6 @@ then the capture daemon named by ``<data_dir>/capture.pid`` gets SIGHUP to apply
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -24,6 +23,7 @@ from api.context import read_json_object, sensor_config
 from api.errors import ApiError
 from api.openapi import document
 from appliance.config import Config, load_config, update_capture_section, validate_capture
+from worker.capture_status import read_status
 
 log = logging.getLogger(__name__)
 
@@ -86,22 +86,11 @@ def _capture_view(config: Config, daemon: bool | None) -> dict[str, Any]:
         "capture": config.capture.to_dict(),
         "mode": config.capture.mode or None,
         "config_file": str(config.path) if config.path else None,
-        "status": _read_status(config.capture_status_path),
+        "status": read_status(config),
     }
     if daemon is not None:
         view["daemon_signalled"] = daemon
     return view
-
-
-def _read_status(path: Path) -> dict[str, Any] | None:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        return None
-    except (OSError, json.JSONDecodeError) as error:
-        log.error("cannot read capture status %s: %s", path, error)
-        return None
 
 
 @bp.post("/start")
@@ -143,7 +132,7 @@ def stop_capture() -> tuple[Response, int]:
     config = _current_config()
     if not signal_daemon(config.capture_pid_path, signal.SIGTERM):
         raise ApiError(409, "no capture daemon runs for this sensor", "state",
-                       (_read_status(config.capture_status_path) or {}).get("state"))
+                       (read_status(config) or {}).get("state"))
     return jsonify(_capture_view(config, daemon=True)), 202
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from typing import Any
@@ -14,6 +13,7 @@ from api.context import celery_client, sensor_config
 from api.openapi import document
 from appliance import __version__
 from appliance.config import Config
+from worker.capture_status import read_status
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +43,9 @@ def readyz() -> tuple[Response, int]:
 
 
 def capture_state(config: Config) -> str | None:
-    """Return the capture daemon's state from its status file, or None without one."""
-    try:
-        with open(config.capture_status_path, encoding="utf-8") as handle:
-            return json.load(handle).get("state")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return None
+    """Return the capture daemon's state (Redis or the status file), or None without one."""
+    status = read_status(config)
+    return None if status is None else status.get("state")
 
 
 def broker_reachable() -> tuple[bool, str | None]:

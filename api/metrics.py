@@ -6,12 +6,10 @@ the numbers agree across gunicorn workers without shared memory.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from typing import Any
 
 from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -23,6 +21,7 @@ from api.jobstore import RUN_RECORD, list_job_ids, read_json
 from api.openapi import document
 from appliance.archive import iter_record_files
 from appliance.config import Config
+from worker.capture_status import read_status
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ class SensorCollector:
         yield from self._jobs()
 
     def _capture(self) -> Iterator[Metric]:
-        status = _read_status(self.config)
+        status = read_status(self.config) or {}
         meter = status.get("meter") or {}
         packets = CounterMetricFamily("wirewatch_capture_packets", "Packets metered")
         packets.add_metric([], float(status.get("packets") or 0))
@@ -126,15 +125,6 @@ class SensorCollector:
             durations.add_metric([analysis], sum(values))
             finished.add_metric([analysis], float(len(values)))
         yield from (jobs, durations, finished)
-
-
-def _read_status(config: Config) -> dict[str, Any]:
-    try:
-        with open(config.capture_status_path, encoding="utf-8") as handle:
-            status = json.load(handle)
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return status if isinstance(status, dict) else {}
 
 
 def _retention_days_left(config: Config, total: int, mtimes: list[float]) -> float | None:

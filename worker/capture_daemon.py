@@ -7,11 +7,13 @@ time. Either way files also rotate by size, the retention policy runs after each
 and once a minute, and records reach the active file at least once a second.
 
 It writes its pid to ``<data_dir>/capture.pid`` and its progress to
-``<data_dir>/capture-status.json``. SIGTERM or SIGINT flushes open flows, closes the
-archive and exits; SIGHUP reloads the configuration file (an invalid file is logged and
-the running configuration kept). After a replay ends the daemon stays up, idle, with
-state "finished", until it is stopped or reloaded with another source. Under systemd
-(Type=notify) it sends READY=1 once capturing, STATUS= lines, and WATCHDOG=1 pings.
+``<data_dir>/capture-status.json``; with a Redis broker the same status document also goes
+to the Redis hash ``wirewatch:capture`` (field = srcid), at most once a second.
+SIGTERM or SIGINT flushes open flows, closes the archive and exits; SIGHUP reloads the
+configuration file (an invalid file is logged and the running configuration kept).
+After a replay ends the daemon stays up, idle, with state "finished", until it is stopped
+or reloaded with another source. Under systemd (Type=notify) it sends READY=1 once
+capturing, STATUS= lines, and WATCHDOG=1 pings.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from appliance.config import CaptureConfig, Config, ConfigError, load_config
 from appliance.live import FilterError, LiveCaptureError, LiveSettings, RingSource
 from appliance.pcapio import CaptureFileError, read_packets
 from appliance.retention import enforce_retention
+from worker.capture_status import StatusPublisher
 from worker.systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -85,6 +88,7 @@ class CaptureDaemon:
         self._replayed_source: str | None = None
         self.ring: RingSource | None = None
         self.notifier = Notifier()
+        self.publisher = StatusPublisher(config)
         self.batch_size = BATCH_SIZE
 
     def _settings(self, capture: CaptureConfig) -> CaptureSettings:
@@ -104,6 +108,7 @@ class CaptureDaemon:
                     self._start_source()
                 else:
                     self.notifier.heartbeat()
+                    self.publisher.publish_pending()
                     self.stop_event.wait(IDLE_WAIT)
         finally:
             self._shutdown()
@@ -341,8 +346,12 @@ class CaptureDaemon:
         if time.monotonic() - self._status_written >= STATUS_PERIOD:
             self.write_status()
 
-    def write_status(self) -> None:
-        """Write the status file atomically."""
+    def write_status(self, final: bool = False) -> None:
+        """Write the status file atomically and publish the status to Redis when configured.
+
+        Redis gets at most one document a second, except on a state change or when
+        ``final``.
+        """
         self.status["updated"] = time.time()
         self.status["meter"] = dict(self.meter.stats)
         if self.ring is not None:
@@ -350,6 +359,7 @@ class CaptureDaemon:
             self.status["filter"] = self.ring.filter
             self.status["snaplen"] = self.ring.snaplen
         write_json_atomically(self.config.capture_status_path, self.status)
+        self.publisher.publish(self.status, force=final)
         self._status_written = time.monotonic()
         if self.status["state"] == "running":
             self.notifier.status(f"{self.status['source']}: {self.status['packets']} packets, "
@@ -362,7 +372,8 @@ class CaptureDaemon:
             self._rotate()
         finally:
             self.status["state"] = "stopped"
-            self.write_status()
+            self.write_status(final=True)
+            self.publisher.close()
             log.info("capture daemon stopped: %d packets, %d records", self.status["packets"],
                      self.status["records"])
 

@@ -21,7 +21,8 @@ USAGE = """\
 usage: wirewatch [--version] COMMAND [ARGS...]
 
 commands:
-  capture     read packets (-r PCAP) and write flow records (-w FILE), like argus
+  capture     meter packets (-r PCAP or -i IFACE) into flow records (-w FILE or
+              --archive DIR), like argus
   ra          print flow records (-r PATH [-s fields] [-t range] [- filter])
   racluster   aggregate records by keys (-m saddr daddr ...)
   rasort      sort records by keys (-m bytes ...)

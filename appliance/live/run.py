@@ -1,4 +1,4 @@
-"""Meter a live interface into one record file until stopped (``wirewatch capture -i``)."""
+"""Meter a live interface into a record file or an archive until stopped (``capture -i``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from appliance.archive import RecordWriter
+from appliance.archive import ArchiveWriter, RecordWriter
 from appliance.flows import FlowMeter
 from appliance.live.ring import LiveSettings, RingSource
 
@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 FLUSH_PERIOD = 1.0
 
 
-def capture_interface(settings: LiveSettings, meter: FlowMeter, writer: RecordWriter,
+def capture_interface(settings: LiveSettings, meter: FlowMeter,
+                      writer: RecordWriter | ArchiveWriter,
                       stop: threading.Event,
                       on_ready: Callable[[], None] | None = None) -> dict[str, int]:
     """Capture until ``stop`` is set, then write out every open flow; return the counters.
@@ -39,6 +40,9 @@ def capture_interface(settings: LiveSettings, meter: FlowMeter, writer: RecordWr
                 writer.write(records)
             if time.monotonic() - flushed >= FLUSH_PERIOD:
                 writer.flush()
+                if isinstance(writer, ArchiveWriter):
+                    # Rotate on time even when a quiet link writes no records.
+                    writer.maybe_rotate(time.time())
                 flushed = time.monotonic()
         for batch in ring.drain():
             for records in meter.process(batch):
