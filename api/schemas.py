@@ -5,10 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 from api.jobstore import JOB_STATES, RESULT_FORMATS
+from appliance.config import CAPTURE_DEFAULTS
 from appliance.jobspec import ANALYSES, OUTPUTS
 
 _NULLABLE_STRING = {"type": "string", "nullable": True}
 _NUMBER = {"type": "number", "nullable": True}
+
+#: Keys of the [capture] section whose values may have a fraction.
+_FRACTIONAL_KEYS = frozenset(["status_interval"])
+
+
+def _json_type(key: str, default: Any) -> dict[str, str]:
+    """Return the JSON schema type of a [capture] key, from the type of its default."""
+    if isinstance(default, bool):
+        return {"type": "boolean"}
+    if isinstance(default, int):
+        return {"type": "number" if key in _FRACTIONAL_KEYS else "integer"}
+    return {"type": "string"}
+
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -76,9 +90,7 @@ SCHEMAS: dict[str, Any] = {
     "CaptureUpdate": {
         "type": "object",
         "additionalProperties": False,
-        "properties": {"source": {"type": "string"}, "status_interval": {"type": "number"},
-                       "user_data_len": {"type": "integer"}, "appbytes": {"type": "boolean"},
-                       "rotate_seconds": {"type": "integer"}},
+        "properties": {key: _json_type(key, value) for key, value in CAPTURE_DEFAULTS.items()},
     },
     "Health": {"type": "object", "properties": {"status": {"type": "string"},
                                                 "version": {"type": "string"}}},
