@@ -119,9 +119,11 @@ def test_live_archive_flushes_and_rotates_by_wall_time(veth_pair: VethPair,  # n
         wait_for(lambda: process.poll() is None and "listening on" in log_path.read_text(),
                  60, "the capture to start")
         veth_pair.replay(capture)
-        # Status records every second reach the archive while the capture runs.
+        # Status records every second reach the archive while the capture runs. The
+        # deadline allows for numba compiling the packet path on its first use, when
+        # its on-disk cache is empty (a fresh checkout).
         wait_for(lambda: any(archive.rglob("*.arrows")) and read_records(archive).num_rows,
-                 10, "records in the archive during the capture")
+                 90, "records in the archive during the capture")
     finally:
         exit_status = stop_process(process)
     stopped = time.time()
