@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from appliance.analyses.dns_wire import HEADER_LENGTH, Opcode, RdataType
 
-#: Type names the radump printer knows; others print as ``Type<n>``.
+#: Types that radump prints by name; others print as ``Type<n>``.
 RADUMP_TYPE_NAMES = {
     int(member): member.name
     for member in RdataType
@@ -66,7 +66,7 @@ class _Stop(Exception):
 def radump_text(buffer: bytes, tcp: bool) -> str:
     """Return radump 3.0.8's text for a DNS user-data buffer (empty for no bytes).
 
-    ``tcp`` says the buffer starts with the two-byte TCP length prefix, which is skipped.
+    With ``tcp`` set, the buffer starts with the two-byte TCP length prefix, which is skipped.
     """
     if not buffer:
         return ""
