@@ -46,8 +46,8 @@ def _as_schema(batch: pa.RecordBatch | pa.Table) -> pa.Table:
 class RecordWriter:
     """Write flow records to one Arrow IPC stream: a file path, ``-`` (stdout) or a binary file.
 
-    Archive files use zstd-compressed batches (about a third of the size); the stream
-    to stdout stays uncompressed so that the next tool in a pipe reads it cheaply.
+    Archive files use zstd-compressed batches, about a third of the size. The stream to
+    stdout stays uncompressed, so that the next tool in a pipe reads it cheaply.
     """
 
     def __init__(self, sink: str | Path | BinaryIO, compression: str | None = None) -> None:
@@ -256,7 +256,7 @@ CAPTURE_MAGICS = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1",
 
 def _read_stream_file(path: Path, problems: list[str]) -> pa.Table:
     if path.stat().st_size == 0:
-        # A file that was just created and has no schema message yet holds no records.
+        # A file that was just created and has no schema message yet contains no records.
         return FLOW_SCHEMA.empty_table()
     with open(path, "rb") as source:
         if source.read(4) in CAPTURE_MAGICS:

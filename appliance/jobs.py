@@ -40,7 +40,7 @@ INTEGER_FIELDS = frozenset(
 
 @dataclass
 class JobContext:
-    """Who runs a job, for logging and progress: the job id and an optional progress callback."""
+    """Job identity for logging and progress: the job id and an optional progress callback."""
 
     job_id: str = "cli"
     progress: Callable[[str], None] | None = None
@@ -217,7 +217,7 @@ def _csv_text(result: JobResult, rows: list[dict[str, Any]]) -> str:
 def write_result(result: JobResult, directory: Path) -> dict[str, Any]:
     """Write result.csv, result.json and meta.json into ``directory``; return the metadata.
 
-    The metadata holds the spec, the row count, the printed fields, the SHA-256
+    The metadata contains the spec, the row count, the printed fields, the SHA-256
     digest of result.csv, the timings and any analysis metadata (GeoIP database).
     """
     directory = Path(directory)

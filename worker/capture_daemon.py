@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from appliance.archive import ArchiveWriter
 from appliance.atomic import write_json_atomically
-from appliance.capture import CaptureSettings, FlowMeter
+from appliance.capture import CaptureSettings, FlowMeter, warm_up
 from appliance.config import CaptureConfig, Config, ConfigError, load_config
 from appliance.live import FilterError, LiveCaptureError, LiveSettings, RingSource
 from appliance.pcapio import CaptureFileError, read_packets
@@ -133,6 +133,7 @@ class CaptureDaemon:
                                 fanout_group=capture.fanout_group,
                                 block_size=1 << 20, block_count=capture.ring_mb,
                                 block_timeout_ms=capture.block_timeout_ms)
+        warm_up(self.meter.settings)
         try:
             self.ring = RingSource(settings)
         except (LiveCaptureError, FilterError) as error:

@@ -1,4 +1,4 @@
-"""Where the capture daemon's status document lives, and how the API reads it.
+"""Storage of the capture daemon's status document, and how the API reads it.
 
 The daemon always writes ``<data_dir>/capture-status.json``. With a Redis broker it also
 publishes the same document to one Redis hash shared by the fleet (``wirewatch:capture``,

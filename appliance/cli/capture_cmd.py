@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from appliance.archive import ArchiveWriter, RecordFileError, RecordWriter
-from appliance.capture import BATCH_SIZE, CaptureSettings, flows_from_file
+from appliance.capture import BATCH_SIZE, CaptureSettings, flows_from_file, warm_up
 from appliance.flows import FlowMeter
 from appliance.pcapio import CaptureFileError, open_capture
 
@@ -115,6 +115,7 @@ def _run_live(args: argparse.Namespace, settings: CaptureSettings) -> int:
         sys.stderr.write(f"wirewatch capture: cannot write {target}: {error.strerror}\n")
         return 2
     try:
+        warm_up(settings)
         # An archive rotates by wall time here: ArchiveWriter.write defaults to time.time().
         capture_interface(live, FlowMeter(settings), writer, stop, lambda: sys.stderr.write(
             f"wirewatch capture: listening on {live.interface}, filter {live.filter!r}\n"))

@@ -51,7 +51,7 @@ FRAME_SIZE = 2048
 BLOCKS_PER_BATCH = 16
 #: Seconds drain() waits at most for the kernel to hand over the last blocks.
 DRAIN_TIMEOUT = 5.0
-#: Fewest ring bytes one packet takes (its 48-byte header, aligned to 16, and a frame).
+#: Minimum ring bytes one packet takes (its 48-byte header, aligned to 16, and a frame).
 MIN_PACKET_SPACE = 64
 
 

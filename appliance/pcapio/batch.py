@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 class CaptureFileError(ValueError):
@@ -73,3 +76,12 @@ class ReadStats:
     damaged: str | None = None
     damage_offset: int | None = None
     linktypes: set[int] = field(default_factory=set)
+
+    def record_damage(self, name: str, file_offset: int, reason: str) -> None:
+        """Note where and why a file is damaged, and log it once with the packets kept."""
+        self.damaged = reason
+        self.damage_offset = file_offset
+        log.warning(
+            "capture file %s damaged at byte %d: %s; keeping the %d packets before it",
+            name, file_offset, reason, self.packets,
+        )

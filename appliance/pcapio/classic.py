@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import struct
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -11,8 +10,6 @@ import numpy as np
 from numba import njit
 
 from appliance.pcapio.batch import PacketBatch, ReadStats
-
-log = logging.getLogger(__name__)
 
 #: File magic as stored on disk -> (byte order for struct, nanosecond timestamps).
 CLASSIC_MAGICS: dict[bytes, tuple[str, bool]] = {
@@ -109,12 +106,7 @@ class ClassicReader:
         self.stats.linktypes.add(self.linktype)
 
     def _damage(self, file_offset: int, reason: str) -> None:
-        self.stats.damaged = reason
-        self.stats.damage_offset = file_offset
-        log.warning(
-            "capture file %s damaged at byte %d: %s; keeping the %d packets before it",
-            self.name, file_offset, reason, self.stats.packets,
-        )
+        self.stats.record_damage(self.name, file_offset, reason)
 
     def __iter__(self) -> Iterator[PacketBatch]:
         try:

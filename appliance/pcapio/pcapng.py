@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,8 +11,6 @@ from typing import BinaryIO
 import numpy as np
 
 from appliance.pcapio.batch import PacketBatch, ReadStats
-
-log = logging.getLogger(__name__)
 
 SECTION_HEADER_MAGIC = bytes.fromhex("0a0d0d0a")
 BYTE_ORDER_MAGIC = 0x1A2B3C4D
@@ -123,12 +120,7 @@ class PcapngReader:
         self._initial = magic
 
     def _damage(self, file_offset: int, reason: str) -> None:
-        self.stats.damaged = reason
-        self.stats.damage_offset = file_offset
-        log.warning(
-            "capture file %s damaged at byte %d: %s; keeping the %d packets before it",
-            self.name, file_offset, reason, self.stats.packets,
-        )
+        self.stats.record_damage(self.name, file_offset, reason)
 
     def __iter__(self) -> Iterator[PacketBatch]:
         try:
