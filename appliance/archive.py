@@ -3,8 +3,10 @@
 A record file is an Arrow IPC stream with the flow schema. The archive is a directory
 with one active file, ``flows.active.arrows``, that grows while the sensor writes, and
 closed files under ``%Y/%m/%d/flows.%Y.%m.%d.%H.%M.%S.arrows`` named by the start of
-their rotation period. Rotation closes the active file and renames it, so a
-reader never sees a half-renamed file.
+their rotation period. Records that cross a period boundary are split there, and for a
+hold time after a boundary the previous period's file stays open as
+``flows.held.arrows`` for records that arrive late. Rotation closes a file and renames
+it, so a reader never sees a half-renamed file.
 """
 
 from __future__ import annotations
@@ -18,13 +20,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 import pyarrow as pa
 
 from appliance.records import FLOW_SCHEMA, conform
+from appliance.split import bucket_starts, split_records
 
 log = logging.getLogger(__name__)
 
 ACTIVE_NAME = "flows.active.arrows"
+#: The previous period's file while it is held open for late records.
+HELD_NAME = "flows.held.arrows"
+#: Schema metadata key of a file's rotation period start (epoch seconds, as text).
+PERIOD_KEY = b"wirewatch.period_start"
+#: Seconds added to twice the status interval for the hold time (ring block latency).
+HOLD_MARGIN = 5.0
 RECORD_SUFFIX = ".arrows"
 ARCHIVE_NAME_FORMAT = "%Y/%m/%d/flows.%Y.%m.%d.%H.%M.%S"
 
@@ -50,7 +60,8 @@ class RecordWriter:
     stdout stays uncompressed, so that the next tool in a pipe reads it cheaply.
     """
 
-    def __init__(self, sink: str | Path | BinaryIO, compression: str | None = None) -> None:
+    def __init__(self, sink: str | Path | BinaryIO, compression: str | None = None,
+                 metadata: dict[bytes, bytes] | None = None) -> None:
         self._owned: BinaryIO | None = None
         if sink == "-":
             stream: BinaryIO = sys.stdout.buffer
@@ -61,7 +72,8 @@ class RecordWriter:
             stream = sink
         self._stream = stream
         options = pa.ipc.IpcWriteOptions(compression=compression)
-        self._writer = pa.ipc.new_stream(stream, FLOW_SCHEMA, options=options)
+        schema = FLOW_SCHEMA.with_metadata(metadata) if metadata else FLOW_SCHEMA
+        self._writer = pa.ipc.new_stream(stream, schema, options=options)
         self.records = 0
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
@@ -116,114 +128,267 @@ def _free_name(target: Path) -> Path:
     raise RecordFileError(target, "too many archive files for one rotation period")
 
 
+def hold_for_status_interval(status_interval: float) -> float:
+    """Return the hold time that catches every record a flow meter can write late.
+
+    The flow meter reports a record at the first status tick at least one status
+    interval after the record's ``stime``, and ticks are one interval apart, so a record
+    that began before a boundary is written at most two intervals after it.
+    """
+    return 2 * status_interval + HOLD_MARGIN
+
+
 class ArchiveWriter:
     """Write flow records into an archive directory, rotating the active file by time.
 
     Periods are aligned to the clock (hourly files start at minute 0). ``now`` is the
     caller's clock: wall time for a live interface, packet time for a replayed file.
+    Records are split at period boundaries (``appliance.split``) and each piece goes to
+    the file of the period holding its ``stime``. When ``now`` passes a boundary, or a
+    piece of a newer period arrives, the active file is renamed to ``flows.held.arrows``
+    and stays open until ``hold_seconds`` (at most one period) after its period ended,
+    so pieces of that period that arrive late still go into its file. A piece for a
+    period whose file is already closed goes into the active file, and the writer logs
+    how many did at each rotation.
+
     With ``rotate_bytes`` the active file is also rotated once it reaches that size; the
-    next file of the same period gets a ``.1``, ``.2`` ... suffix. Callers flush at least
-    once a second so that records reach the file (the daemon does, on a timer).
+    next file of the same period gets a ``.1``, ``.2`` ... suffix, and records are not
+    split there. Callers flush at least once a second so that records reach the files
+    (the daemon does, on a timer); both open files are flushed.
     """
 
     def __init__(self, directory: str | Path, rotate_seconds: int = 3600,
-                 rotate_bytes: int = 0) -> None:
+                 rotate_bytes: int = 0, hold_seconds: float | None = None) -> None:
         if rotate_seconds < 1:
             raise ValueError(f"rotate_seconds must be at least 1, got {rotate_seconds}")
         self.directory = Path(directory)
         self.rotate_seconds = rotate_seconds
         self.rotate_bytes = rotate_bytes
+        #: Seconds the previous period's file stays open after its period ended.
+        self.hold_seconds = hold_for_status_interval(60.0) if hold_seconds is None \
+            else hold_seconds
         self.active_path = self.directory / ACTIVE_NAME
+        self.held_path = self.directory / HELD_NAME
         self.last_rotation: Path | None = None
+        #: Pieces written to the active file although they belong to another period.
+        self.late_records = 0
         self._writer: RecordWriter | None = None
         self._period_start: float | None = None
+        self._held: RecordWriter | None = None
+        self._held_period: float | None = None
+        #: Start of the latest period that got an active file.
+        self._last_opened: float | None = None
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._recover_active_file()
+        self._recover(self.held_path, HELD_NAME)
+        self._recover(self.active_path, ACTIVE_NAME)
 
     def _period_of(self, now: float) -> float:
         return float(int(now // self.rotate_seconds) * self.rotate_seconds)
 
-    def _recover_active_file(self) -> None:
-        """Move an active file left by an earlier run (a crash, a kill) into the archive."""
-        if not self.active_path.exists():
+    @property
+    def _hold(self) -> float:
+        return max(0.0, min(self.hold_seconds, float(self.rotate_seconds)))
+
+    def _recover(self, path: Path, name: str) -> None:
+        """Move a file left open by an earlier run (a crash, a kill) into the archive."""
+        if not path.exists():
             return
         problems: list[str] = []
         try:
-            table = _read_stream_file(self.active_path, problems)
+            table = _read_stream_file(path, problems)
         except RecordFileError as error:
-            aside = self.active_path.with_name(f"{ACTIVE_NAME}.damaged-{int(time.time())}")
-            os.replace(self.active_path, aside)
-            log.error("active file left by an earlier run is unreadable (%s); kept as %s",
+            aside = path.with_name(f"{name}.damaged-{int(time.time())}")
+            os.replace(path, aside)
+            log.error("%s left by an earlier run is unreadable (%s); kept as %s", path,
                       error.reason, aside)
             return
         if table.num_rows == 0:
-            log.warning("removing empty active file %s left by an earlier run", self.active_path)
-            self.active_path.unlink()
+            log.warning("removing empty file %s left by an earlier run", path)
+            path.unlink()
             return
-        first = table.column("stime").to_pylist()[0]
-        start = self._period_of(first.timestamp())
+        start = _recorded_period(path)
+        if start is None:
+            start = self._period_of(table.column("stime").to_pylist()[0].timestamp())
         target = _free_name(archive_path(self.directory, start))
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.active_path, target)
-        log.warning(
-            "moved active file left by an earlier run to %s (%d records)", target, table.num_rows
-        )
+        os.replace(path, target)
+        log.warning("moved %s left by an earlier run to %s (%d records)", path, target,
+                    table.num_rows)
 
     def write(self, batch: pa.RecordBatch | pa.Table, now: float | None = None) -> None:
-        """Append records to the active file, rotating first if ``now`` is in a new period."""
+        """Append records, split at period boundaries, rotating first if ``now`` moved on."""
         now = time.time() if now is None else now
         self.maybe_rotate(now)
+        pieces = split_records(batch, self.rotate_seconds)
+        if pieces.num_rows == 0:
+            return
+        starts = bucket_starts(pieces, self.rotate_seconds)
+        periods = [float(start // 1_000_000) if start >= 0 else None
+                   for start in np.unique(starts)]
+        fresh = [period for period in periods if self._is_fresh(period, now)]
+        if self._writer is None and fresh:
+            # Before late pieces could open it for the period of ``now``.
+            self._open_active(fresh[0])
+        # One pass per period in the batch (a handful), not per record.
+        for start, period in zip(np.unique(starts), periods, strict=True):
+            self._write_period(pieces.filter(pa.array(starts == start)), period, now)
+        if self.rotate_bytes and self._writer is not None \
+                and self._writer.size >= self.rotate_bytes:
+            self._close_active()
+
+    def _write_period(self, pieces: pa.Table, period: float | None, now: float) -> None:
+        """Write the pieces of one period (None: no stime) to the file that covers it.
+
+        A period newer than the active file's opens a new active file and holds the old
+        one. A period whose file is closed, or that is older than every open file, is late:
+        its pieces go to the active file.
+        """
+        if period is not None and period == self._held_period and self._held is not None:
+            self._held.write(pieces)
+            return
+        if period is not None and self._period_start is not None \
+                and period > self._period_start:
+            if self._held is not None:
+                self._close_held()
+            self._hold_active()
         if self._writer is None:
-            self._writer = RecordWriter(self.active_path, compression="zstd")
-            self._period_start = self._period_of(now)
-            log.info("opened active file %s", self.active_path)
-        self._writer.write(batch)
-        if self.rotate_bytes and self._writer.size >= self.rotate_bytes:
-            self.rotate()
+            self._open_active(period if self._is_fresh(period, now) else self._period_of(now))
+        if period is None or period != self._period_start:
+            self.late_records += pieces.num_rows
+        self._writer.write(pieces)
+
+    def _is_fresh(self, period: float | None, now: float) -> bool:
+        """Tell whether ``period`` never had a file and may still get one.
+
+        That is a period after the latest one opened, or, for a writer that has not opened
+        a file yet, one that ends less than the hold time before ``now``. An earlier
+        period's pieces are late.
+        """
+        if period is None or period > self._period_of(now):
+            return False
+        if self._last_opened is not None:
+            return period > self._last_opened
+        return now < period + self.rotate_seconds + self._hold
+
+    def _open_active(self, period: float) -> None:
+        self._period_start = self._last_opened = period
+        metadata = {PERIOD_KEY: repr(period).encode()}
+        self._writer = RecordWriter(self.active_path, compression="zstd", metadata=metadata)
+        log.info("opened active file %s", self.active_path)
 
     def flush(self) -> None:
         """Make the records written so far readable by other processes."""
         if self._writer is not None:
             self._writer.flush()
+        if self._held is not None:
+            self._held.flush()
 
     def maybe_rotate(self, now: float) -> Path | None:
-        """Rotate when ``now`` lies past the active file's period; return the new archive path."""
-        if self._period_start is None:
-            return None
-        if now < self._period_start + self.rotate_seconds:
-            return None
-        return self.rotate()
+        """Rotate whatever ``now`` has ended; return the last archive path written, if any.
+
+        The held file closes once its hold time is over. The active file closes when
+        ``now`` lies past its period: it is held first when the hold time has not passed.
+        """
+        rotated = None
+        if self._held is not None and self._held_period is not None \
+                and now >= self._held_period + self.rotate_seconds + self._hold:
+            rotated = self._close_held()
+        if self._period_start is None or now < self._period_start + self.rotate_seconds:
+            return rotated
+        if now < self._period_start + self.rotate_seconds + self._hold:
+            if self._held is not None:
+                rotated = self._close_held()
+            self._hold_active()
+            return rotated
+        return self._close_active()
+
+    def _hold_active(self) -> None:
+        """Rename the active file to the held name and keep writing to it for late records."""
+        if self._writer is None or self._period_start is None:
+            return
+        os.replace(self.active_path, self.held_path)
+        self._held, self._held_period = self._writer, self._period_start
+        self._writer, self._period_start = None, None
+        log.info("holding %s open as %s for late records, for %.0f s", self.active_path,
+                 self.held_path, self._hold)
 
     def rotate(self) -> Path | None:
-        """Close the active file and rename it into the archive; return its new path."""
+        """Close the held and the active file into the archive; return the last new path."""
+        held = self._close_held()
+        active = self._close_active()
+        return active if active is not None else held
+
+    def _close_held(self) -> Path | None:
+        if self._held is None or self._held_period is None:
+            return None
+        target = self._archive(self._held, self.held_path, self._held_period)
+        self._held, self._held_period = None, None
+        return target
+
+    def _close_active(self) -> Path | None:
         if self._writer is None or self._period_start is None:
             return None
-        self._writer.close()
-        records = self._writer.records
-        target = _free_name(archive_path(self.directory, self._period_start))
+        target = self._archive(self._writer, self.active_path, self._period_start)
+        self._writer, self._period_start = None, None
+        return target
+
+    def _archive(self, writer: RecordWriter, path: Path, period_start: float) -> Path | None:
+        """Close ``writer`` and rename its file into the archive as ``period_start``'s file.
+
+        A file without records is removed instead, and None returned.
+        """
+        writer.close()
+        if writer.records == 0:
+            path.unlink()
+            log.info("removed %s: no records were written to it", path)
+            return None
+        target = _free_name(archive_path(self.directory, period_start))
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.active_path, target)
-        self._writer = None
-        self._period_start = None
+        os.replace(path, target)
         self.last_rotation = target
-        log.info("rotated %s to %s (%d records)", self.active_path, target, records)
+        log.info("rotated %s to %s (%d records)", path, target, writer.records)
+        if self.late_records:
+            log.warning("%d record pieces arrived after their period's file was closed; "
+                        "they are in the active file (a longer hold time keeps them in "
+                        "their own period's file)", self.late_records)
+            self.late_records = 0
         return target
 
     def close(self) -> Path | None:
-        """Rotate the active file, so that everything written is in the archive."""
+        """Rotate the held and the active file, so that everything written is in the archive."""
         return self.rotate()
 
 
+def _recorded_period(path: Path) -> float | None:
+    """Return the period start stored in a record file's schema, if it has one."""
+    try:
+        with open(path, "rb") as source:
+            metadata = pa.ipc.open_stream(source).schema.metadata or {}
+    except (pa.ArrowInvalid, OSError):
+        return None
+    value = metadata.get(PERIOD_KEY)
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
 def iter_record_files(directory: str | Path) -> Iterator[Path]:
-    """Yield the record files below ``directory``: archived ones in time order, then the active."""
+    """Yield the record files below ``directory``: archived ones in time order, then open ones.
+
+    The open files are the held file (the previous period, while it takes late records)
+    and then the active file.
+    """
     root = Path(directory)
+    open_names = (HELD_NAME, ACTIVE_NAME)
     archived = sorted(
-        path for path in root.rglob(f"*{RECORD_SUFFIX}") if path.name != ACTIVE_NAME
+        path for path in root.rglob(f"*{RECORD_SUFFIX}") if path.name not in open_names
     )
     yield from archived
-    active = root / ACTIVE_NAME
-    if active.exists():
-        yield active
+    for name in open_names:
+        path = root / name
+        if path.exists():
+            yield path
 
 
 def _read_stream(source: BinaryIO, name: str, problems: list[str]) -> pa.Table:
@@ -262,7 +427,9 @@ def _read_stream_file(path: Path, problems: list[str]) -> pa.Table:
         if source.read(4) in CAPTURE_MAGICS:
             raise RecordFileError(path, "is a packet capture, not flow records; make records "
                                   f"first with 'wirewatch capture -r {path} -w FLOWS.arrows'")
-        source.seek(0)
+    # Mapped, not read: the records refer to the file's pages, and an analysis pages in
+    # only the columns it touches.
+    with pa.memory_map(str(path)) as source:
         return _read_stream(source, str(path), problems)
 
 

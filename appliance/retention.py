@@ -114,12 +114,16 @@ def archive_files(directory: str | Path) -> list[ArchiveFile]:
 
 
 def _active_bytes(directory: Path) -> int:
-    from appliance.archive import ACTIVE_NAME
+    """Bytes in the files still being written: the active file and the held one."""
+    from appliance.archive import ACTIVE_NAME, HELD_NAME
 
-    try:
-        return (directory / ACTIVE_NAME).stat().st_size
-    except FileNotFoundError:
-        return 0
+    total = 0
+    for name in (ACTIVE_NAME, HELD_NAME):
+        try:
+            total += (directory / name).stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
 
 
 def plan_retention(directory: str | Path, policy: RetentionPolicy, now: float | None = None,

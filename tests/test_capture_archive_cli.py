@@ -30,7 +30,8 @@ def totals(path: Path) -> tuple[int, int, int]:
 
 @pytest.mark.parametrize(("name", "rotate", "files"), [
     ("http-wikipedia.pcap", 3600, 1),
-    ("big-synthetic-mix.pcap", 60, 3),  # spans three minutes of packet time
+    # Packet times run from 00:00:xx to 00:03:0x, and records are split at each minute.
+    ("big-synthetic-mix.pcap", 60, 4),
 ])
 def test_archive_holds_the_records_of_w(corpus_dir: Path, tmp_path: Path, name: str,
                                         rotate: int, files: int) -> None:
@@ -43,7 +44,8 @@ def test_archive_holds_the_records_of_w(corpus_dir: Path, tmp_path: Path, name: 
 
     expected = totals(single)
     assert expected[0] > 0
-    assert totals(archive) == expected
+    # Records that cross a period boundary are split, so only packets and bytes add up.
+    assert totals(archive)[1:] == expected[1:]
     assert not (archive / ACTIVE_NAME).exists(), "exit must rotate the active file"
 
     paths = sorted(archive.rglob("*.arrows"))
@@ -55,10 +57,10 @@ def test_archive_holds_the_records_of_w(corpus_dir: Path, tmp_path: Path, name: 
         start = datetime(*map(int, match.groups()[:6]), tzinfo=UTC).timestamp()
         assert start % rotate == 0, f"{path.name} does not start a {rotate} s period"
         assert path.parent == archive / match[1] / match[2] / match[3]
-        # Rotation follows packet time: a record goes to the file of the period in which
-        # its last packet was seen, so no record of a file ends after the period.
+        # Rotation follows packet time and records are split at period boundaries, so
+        # no record of a file ends after the period.
         ltimes = read_records(path).column("ltime").to_pylist()
-        assert max(t.timestamp() for t in ltimes) < start + rotate
+        assert max(t.timestamp() for t in ltimes) <= start + rotate
         starts.add(start)
     assert len(starts) == files
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from appliance.archive import ArchiveWriter
+from appliance.archive import ArchiveWriter, hold_for_status_interval
 from appliance.atomic import write_json_atomically
 from appliance.capture import CaptureSettings, FlowMeter, warm_up
 from appliance.config import CaptureConfig, Config, ConfigError, load_config
@@ -72,8 +72,7 @@ class CaptureDaemon:
         self.stop_event = stop_event
         self.reload_event = reload_event or threading.Event()
         self.config_path = config_path if config_path is not None else config.path
-        self.writer = ArchiveWriter(config.archive_dir, config.capture.rotate_seconds,
-                                    config.capture.rotate_bytes)
+        self.writer = self._archive_writer(config.capture)
         self.meter = FlowMeter(self._settings(config.capture))
         self.status: dict[str, Any] = {
             "state": "starting", "srcid": config.srcid, "pid": os.getpid(),
@@ -90,6 +89,12 @@ class CaptureDaemon:
         self.notifier = Notifier()
         self.publisher = StatusPublisher(config)
         self.batch_size = BATCH_SIZE
+
+    def _archive_writer(self, capture: CaptureConfig) -> ArchiveWriter:
+        # The flow meter writes a record at most two status intervals after its stime.
+        return ArchiveWriter(self.config.archive_dir, capture.rotate_seconds,
+                             capture.rotate_bytes,
+                             hold_seconds=hold_for_status_interval(capture.status_interval))
 
     def _settings(self, capture: CaptureConfig) -> CaptureSettings:
         return CaptureSettings(status_interval=capture.status_interval,
@@ -320,8 +325,9 @@ class CaptureDaemon:
             self.meter = FlowMeter(self._settings(new))
         if (new.rotate_seconds, new.rotate_bytes) != (old.rotate_seconds, old.rotate_bytes):
             self._rotate()
-            self.writer = ArchiveWriter(self.config.archive_dir, new.rotate_seconds,
-                                        new.rotate_bytes)
+            self.writer = self._archive_writer(new)
+        else:
+            self.writer.hold_seconds = hold_for_status_interval(new.status_interval)
         if new.source != old.source:
             return True
         if live and any(getattr(new, key) != getattr(old, key) for key in RING_KEYS):

@@ -13,7 +13,12 @@ import sys
 import threading
 from pathlib import Path
 
-from appliance.archive import ArchiveWriter, RecordFileError, RecordWriter
+from appliance.archive import (
+    ArchiveWriter,
+    RecordFileError,
+    RecordWriter,
+    hold_for_status_interval,
+)
 from appliance.capture import BATCH_SIZE, CaptureSettings, flows_from_file, warm_up
 from appliance.flows import FlowMeter
 from appliance.pcapio import CaptureFileError, open_capture
@@ -142,8 +147,14 @@ def _stop_on_signals() -> threading.Event:
 
 def _open_output(args: argparse.Namespace) -> RecordWriter | ArchiveWriter:
     if args.archive is not None:
-        return ArchiveWriter(Path(args.archive), args.rotate_seconds)
+        return _archive_writer(args)
     return RecordWriter(args.write)
+
+
+def _archive_writer(args: argparse.Namespace) -> ArchiveWriter:
+    """An archive writer that holds a closed period open as long as -S lets records be late."""
+    return ArchiveWriter(Path(args.archive), args.rotate_seconds,
+                         hold_seconds=hold_for_status_interval(args.status_interval))
 
 
 def _read_into_archive(args: argparse.Namespace, settings: CaptureSettings) -> int:
@@ -155,7 +166,7 @@ def _read_into_archive(args: argparse.Namespace, settings: CaptureSettings) -> i
     reader = open_capture(args.read, BATCH_SIZE)
     stop = _stop_on_signals()
     try:
-        writer = ArchiveWriter(Path(args.archive), args.rotate_seconds)
+        writer = _archive_writer(args)
     except (OSError, RecordFileError) as error:
         sys.stderr.write(f"wirewatch capture: cannot use archive {args.archive}: {error}\n")
         return 2
