@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from appliance.atomic import write_atomically
 from appliance.jobspec import JobSpec, parse_record_range
-from appliance.query.fields import DEFAULT_FIELDS, split_field
+from appliance.query.fields import DEFAULT_FIELDS, source_columns, split_field
 from appliance.query.filter import parse_filter
 from appliance.query.render import RenderOptions, field_label, to_rows
 from appliance.query.timerange import parse_time_range
@@ -77,15 +77,29 @@ def select(spec: JobSpec, records: pa.Table) -> pa.Table:
     return table
 
 
-def run_analysis(spec: JobSpec, table: pa.Table) -> tuple[pa.Table, dict[str, Any]]:
+def printed_columns(spec: JobSpec) -> set[str] | None:
+    """Return the record columns that printing the result of ``spec`` needs.
+
+    None for analyses whose rows are not projected (ra, label, dns). Giving this set to
+    ``execute`` spares cluster and sort the columns that are not printed; such a result
+    is for printing only, not for writing as records.
+    """
+    if spec.analysis not in ("cluster", "sort"):
+        return None
+    return source_columns(spec.fields or DEFAULT_FIELDS)
+
+
+def run_analysis(spec: JobSpec, table: pa.Table,
+                 columns: set[str] | None = None) -> tuple[pa.Table, dict[str, Any]]:
     """Run the spec's analysis on selected records; returns rows and analysis metadata.
 
     A sort with an output-side -N window gathers only the rows up to the window's end.
+    ``columns`` (see ``printed_columns``) limits the columns cluster and sort build.
     """
     if spec.analysis == "cluster":
         from appliance.analyses.cluster import cluster_records
 
-        return cluster_records(table, spec.keys or None, spec.mode), {}
+        return cluster_records(table, spec.keys or None, spec.mode, columns), {}
     if spec.analysis == "sort":
         from appliance.analyses.sort import sort_records
 
@@ -93,7 +107,7 @@ def run_analysis(spec: JobSpec, table: pa.Table) -> tuple[pa.Table, dict[str, An
         limit = None
         if window is not None and window.side == "o" and window.count is not None:
             limit = window.first - 1 + window.count
-        return sort_records(table, spec.keys or None, limit), {}
+        return sort_records(table, spec.keys or None, limit, columns), {}
     if spec.analysis == "label":
         return _label(spec, table)
     if spec.analysis == "dns":
@@ -113,10 +127,12 @@ def _label(spec: JobSpec, table: pa.Table) -> tuple[pa.Table, dict[str, Any]]:
     return labelled, metadata
 
 
-def execute(spec: JobSpec, records: pa.Table, context: JobContext | None = None) -> JobResult:
+def execute(spec: JobSpec, records: pa.Table, context: JobContext | None = None,
+            columns: set[str] | None = None) -> JobResult:
     """Run ``spec`` on ``records``: time range, filter, analysis, then the ``top`` (-N) rows.
 
     An input-side ``top`` (``i100``) keeps those input records before anything else.
+    ``columns`` limits the columns cluster and sort build (see ``printed_columns``).
     """
     context = context or JobContext()
     timings: dict[str, float] = {}
@@ -130,7 +146,7 @@ def execute(spec: JobSpec, records: pa.Table, context: JobContext | None = None)
     context.report(f"selected {selected.num_rows} of {records.num_rows} records")
 
     started = time.perf_counter()
-    rows, metadata = run_analysis(spec, selected)
+    rows, metadata = run_analysis(spec, selected, columns)
     timings["analysis_seconds"] = time.perf_counter() - started
     context.report(f"{spec.analysis} produced {rows.num_rows} rows")
 

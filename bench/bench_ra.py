@@ -2,17 +2,16 @@
 
 The records are generated with NumPy straight into the flow record schema (one day of
 traffic in time order: 60,000 client hosts talking to 250,000 servers, TCP, UDP and
-ICMP, realistic packet and byte counts, no user data) and written once to an Arrow IPC
-file. Each measurement then runs in its own Python process, which memory-maps that file,
-runs one analysis --repeat times and reports the best time and the process's peak
-resident memory (ru_maxrss), so one measurement's memory does not hide another's.
+ICMP, realistic packet and byte counts, no user data) and written once as a record
+file, the Arrow stream that `wirewatch capture -w` writes, in batches of 65,536 records.
+Each measurement then runs in its own Python process, which runs what the ra command
+runs --repeat times (read the file with ``read_records``, then ``execute`` the job
+spec) and reports the best time and the process's peak resident memory (ru_maxrss), so
+one measurement's memory does not hide another's. Printing is excluded.
 
-Measurements (the functions the ra commands call, output rendering excluded):
-  racluster -m saddr daddr     cluster_records(table, ["saddr", "daddr"])
-  rasort -m bytes              sort_records(table, ["bytes"])
-  rasort -m bytes -N 10        sort_records(table, ["bytes"], limit=10)
-  ra -t <10 minutes>           the -t mask and the table filter it selects
-  ra -t <10 minutes> - dst port 53   the same, then the filter expression
+A printed result needs only the columns of its -s fields, and the commands build only
+those (``printed_columns``); the "-w" rows build whole records, as writing records
+with `-w` does.
 
 Usage: python bench/bench_ra.py [--rows 10000000] [--repeat 3] [--keep]
 """
@@ -39,14 +38,29 @@ sys.path.insert(0, str(REPO))
 from appliance.records import FLOW_SCHEMA, EtherType  # noqa: E402
 
 DAY_START = 1_733_270_400  # 2024-12-04 00:00:00 UTC
-CHUNK = 1_000_000
+CHUNK = 65_536
 CLIENTS = 60_000
 SERVERS = 250_000
 #: Ten minutes from 12:00 of the generated day.
 WINDOW = "2024/12/04.12:00+10m"
 
-OPERATIONS = ("cluster", "sort", "sort-top", "time", "time+filter")
-TARGETS = {"cluster": 2.0, "sort": 4.0, "sort-top": None, "time": 0.1, "time+filter": None}
+#: Job specs of the measured commands, and whether the result is printed (projected).
+OPERATIONS = {
+    "cluster": ({"analysis": "cluster", "keys": ["saddr", "daddr"]}, True),
+    "cluster-w": ({"analysis": "cluster", "keys": ["saddr", "daddr"]}, False),
+    "sort": ({"analysis": "sort", "keys": ["bytes"]}, True),
+    "sort-w": ({"analysis": "sort", "keys": ["bytes"]}, False),
+    "sort-top": ({"analysis": "sort", "keys": ["bytes"], "top": 10}, True),
+    "time": ({"analysis": "ra", "time": WINDOW}, True),
+    "time+filter": ({"analysis": "ra", "time": WINDOW, "filter": "dst port 53"}, True),
+}
+LABELS = {
+    "cluster": "racluster -m saddr daddr", "cluster-w": "racluster -m saddr daddr -w",
+    "sort": "rasort -m bytes", "sort-w": "rasort -m bytes -w",
+    "sort-top": "rasort -m bytes -N 10", "time": f"ra -t {WINDOW}",
+    "time+filter": f"ra -t {WINDOW} - dst port 53",
+}
+TARGETS = {"cluster": 2.0, "cluster-w": 2.0, "sort": 4.0, "sort-w": 4.0, "time": 0.1}
 MEMORY_TARGET_MB = 1024
 
 
@@ -124,41 +138,30 @@ def generate_chunk(rng: np.random.Generator, first: int, count: int, total: int)
 
 def write_records(path: Path, rows: int) -> None:
     rng = np.random.default_rng(20261204)
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, FLOW_SCHEMA) as writer:
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, FLOW_SCHEMA) as writer:
         for first in range(0, rows, CHUNK):
             writer.write_batch(generate_chunk(rng, first, min(CHUNK, rows - first), rows))
 
 
 def run_operation(operation: str, path: Path, repeat: int) -> dict[str, object]:
     """Run one measurement in this process; return best time, rows out and peak memory."""
-    from appliance.analyses import cluster_records, sort_records
-    from appliance.query.filter import parse_filter
-    from appliance.query.timerange import parse_time_range
+    from appliance.archive import read_records
+    from appliance.jobs import execute, printed_columns
+    from appliance.jobspec import JobSpec
 
-    table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
-    now = float(DAY_START + 86_400)
-
-    def time_window() -> pa.Table:
-        return table.filter(parse_time_range(WINDOW, now).mask(table))
-
-    def time_and_filter() -> pa.Table:
-        selected = time_window()
-        return selected.filter(parse_filter("dst port 53").mask(selected))
-
-    functions = {
-        "cluster": lambda: cluster_records(table, ["saddr", "daddr"]),
-        "sort": lambda: sort_records(table, ["bytes"]),
-        "sort-top": lambda: sort_records(table, ["bytes"], limit=10),
-        "time": time_window,
-        "time+filter": time_and_filter,
-    }
-    best, rows = float("inf"), 0
+    settings, printed = OPERATIONS[operation]
+    spec = JobSpec.from_dict({**settings, "now": float(DAY_START + 86_400)})
+    columns = printed_columns(spec) if printed else None
+    best, rows, rows_in = float("inf"), 0, 0
     for _ in range(repeat):
         started = time.perf_counter()
-        rows = functions[operation]().num_rows
+        records = read_records(path)
+        result = execute(spec, records, columns=columns)
         best = min(best, time.perf_counter() - started)
+        rows, rows_in = result.rows.num_rows, records.num_rows
+        del records, result
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"operation": operation, "seconds": best, "rows_in": table.num_rows,
+    return {"operation": operation, "seconds": best, "rows_in": rows_in,
             "rows_out": rows, "peak_mb": peak}
 
 
@@ -189,7 +192,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the generated record file")
     parser.add_argument("--records", type=Path,
                         help="use this record file (from an earlier --keep run) instead")
-    parser.add_argument("--run", choices=OPERATIONS, help=argparse.SUPPRESS)
+    parser.add_argument("--run", choices=list(OPERATIONS), help=argparse.SUPPRESS)
     parser.add_argument("--file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
@@ -201,7 +204,7 @@ def main() -> int:
         print(f"records from {path}; {machine()}; best of {args.repeat}")
     else:
         directory = Path(tempfile.mkdtemp(prefix="bench_ra."))
-        path = directory / "records.arrow"
+        path = directory / "records.arrows"
         started = time.perf_counter()
         write_records(path, args.rows)
         print(f"generated {args.rows:,} records ({path.stat().st_size / 1e6:,.0f} MB) in "
@@ -209,18 +212,15 @@ def main() -> int:
     print(f"load average before the measurements: {os.getloadavg()[0]:.1f}")
     print("| command | seconds | target | records out | peak memory (MB) |")
     print("|---|---:|---:|---:|---:|")
-    labels = {"cluster": "racluster -m saddr daddr", "sort": "rasort -m bytes",
-              "sort-top": "rasort -m bytes -N 10",
-              "time": f"ra -t {WINDOW}", "time+filter": f"ra -t {WINDOW} - dst port 53"}
     failed = False
     try:
         for operation in OPERATIONS:
             result = measure(operation, path, args.repeat)
-            target = TARGETS[operation]
+            target = TARGETS.get(operation)
             over = (target is not None and result["seconds"] > target) or \
                 result["peak_mb"] > MEMORY_TARGET_MB
             failed |= over
-            print(f"| {labels[operation]} | {result['seconds']:.3f} | "
+            print(f"| {LABELS[operation]} | {result['seconds']:.3f} | "
                   f"{'-' if target is None else f'<= {target:g}'} | {result['rows_out']:,} | "
                   f"{result['peak_mb']:,.0f}{' (over target)' if over else ''} |", flush=True)
     finally:

@@ -1,10 +1,12 @@
 """Compiled group-by building blocks for racluster: group ids and per-group reductions.
 
-``group_ids`` numbers the distinct keys of a table in order of first appearance with an
-open-addressing hash table. Each reduction then makes one pass over the rows, indexed
-by group id. Key columns are packed first (``pack_keys``): each column is
-offset by its minimum and the columns are bit-packed into as few 64-bit words as
-their value ranges allow, so a host-pair key of IPv4 addresses is one word.
+Everything here works one record batch at a time, so that no column of a large input
+is ever copied whole. ``Grouper`` numbers the distinct keys in order of first
+appearance with an open-addressing hash table that grows with the number of groups.
+Key columns are packed first (``KeyPacking``): each column is offset by its minimum
+and the columns are bit-packed into as few 64-bit words as their value ranges allow,
+so a host-pair key of IPv4 addresses is one word. Each reduction then adds one batch
+at a time into per-group accumulators, indexed by group id.
 """
 
 from __future__ import annotations
@@ -15,8 +17,12 @@ from numba import njit
 MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 MIX = np.uint64(0xBF58476D1CE4E5B9)
 
+#: Slots of a new hash table, at least and at most; it doubles whenever it is half full.
+INITIAL_SLOTS = 1 << 16
+LARGEST_INITIAL_SLOTS = 1 << 23
 
-@njit(cache=True)
+
+@njit(cache=True, nogil=True)
 def _hash_row(keys: np.ndarray, row: int) -> np.uint64:
     value = np.uint64(0)
     for column in range(keys.shape[1]):
@@ -27,138 +33,161 @@ def _hash_row(keys: np.ndarray, row: int) -> np.uint64:
     return value
 
 
-@njit(cache=True)
-def _group_ids(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    rows, width = keys.shape
-    capacity = 16
-    while capacity < rows + rows // 2:
-        capacity <<= 1
-    mask = capacity - 1
-    buckets = np.full(capacity, -1, dtype=np.int32)
-    ids = np.empty(rows, dtype=np.int32)
-    first = np.empty(rows, dtype=np.int64)
-    count = 0
-    for row in range(rows):
-        bucket = np.int64(_hash_row(keys, row) & np.uint64(mask))
+@njit(cache=True, nogil=True)
+def _insert(keys: np.ndarray, offset: int, slot_group: np.ndarray, slot_key: np.ndarray,
+            ids: np.ndarray, first: np.ndarray, count: int) -> int:
+    """Number the rows of one batch of packed keys; return the new group count.
+
+    Each slot holds its group and a copy of the key, so a probe reads one place.
+    """
+    mask = len(slot_group) - 1
+    width = keys.shape[1]
+    for row in range(keys.shape[0]):
+        slot = np.int64(_hash_row(keys, row) & np.uint64(mask))
         while True:
-            group = buckets[bucket]
+            group = slot_group[slot]
             if group < 0:
-                buckets[bucket] = count
-                first[count] = row
-                ids[row] = count
+                slot_group[slot] = count
+                for column in range(width):
+                    slot_key[slot, column] = keys[row, column]
+                first[count] = offset + row
+                ids[offset + row] = count
                 count += 1
                 break
-            other = first[group]
             same = True
             for column in range(width):
-                if keys[other, column] != keys[row, column]:
+                if slot_key[slot, column] != keys[row, column]:
                     same = False
                     break
             if same:
-                ids[row] = group
+                ids[offset + row] = group
                 break
-            bucket = (bucket + 1) & mask
-    return ids, first[:count].copy()
+            slot = (slot + 1) & mask
+    return count
 
 
-def pack_keys(columns: list[np.ndarray]) -> np.ndarray:
-    """Pack unsigned 64-bit key columns into an (rows, words) array with the same equalities.
-
-    Each column is offset by its minimum; columns whose range fits are packed side by
-    side into one word. Constant columns are dropped (at least one word remains).
-    """
-    rows = len(columns[0]) if columns else 0
-    words: list[np.ndarray] = []
-    used: list[int] = []
-    for column in columns:
-        column = np.asarray(column, dtype=np.uint64)
-        low = column.min() if rows else np.uint64(0)
-        span = int(column.max() - low) if rows else 0
-        bits = span.bit_length()
-        if bits == 0:
+@njit(cache=True, nogil=True)
+def _rehash(slot_group: np.ndarray, slot_key: np.ndarray, new_group: np.ndarray,
+            new_key: np.ndarray) -> None:
+    mask = len(new_group) - 1
+    for old in range(len(slot_group)):
+        group = slot_group[old]
+        if group < 0:
             continue
-        shifted = column - low
-        for index, taken in enumerate(used):
-            if taken + bits <= 64:
-                words[index] |= shifted << np.uint64(taken)
-                used[index] += bits
-                break
-        else:
-            words.append(shifted.copy())
-            used.append(bits)
-    if not words:
-        words.append(np.zeros(rows, dtype=np.uint64))
-    return np.ascontiguousarray(np.stack(words, axis=1))
+        slot = np.int64(_hash_row(slot_key, old) & np.uint64(mask))
+        while new_group[slot] >= 0:
+            slot = (slot + 1) & mask
+        new_group[slot] = group
+        new_key[slot, :] = slot_key[old, :]
 
 
-def group_ids(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Number the distinct rows of the key columns in order of first appearance.
+class KeyPacking:
+    """How unsigned key columns pack into few 64-bit words, from their value ranges.
 
-    Returns (group id per row, first row of each group).
+    Feed every batch's key columns to ``observe`` first, then ``pack`` them. Constant
+    columns are dropped (at least one word remains).
     """
-    return _group_ids(pack_keys(columns))
 
+    def __init__(self) -> None:
+        self.low: list[int] = []
+        self.high: list[int] = []
+        self.plan: list[tuple[int, int, int]] | None = None
+        self.width = 1
 
-@njit(cache=True)
-def min_max(values: np.ndarray, valid: np.ndarray, ids: np.ndarray,
-            groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per group: minimum, maximum and whether any valid value was seen."""
-    low = np.zeros(groups, dtype=values.dtype)
-    high = np.zeros(groups, dtype=values.dtype)
-    seen = np.zeros(groups, dtype=np.bool_)
-    for row in range(len(values)):
-        if valid[row]:
-            group = ids[row]
-            value = values[row]
-            if not seen[group]:
-                low[group] = value
-                high[group] = value
-                seen[group] = True
+    def observe(self, columns: list[np.ndarray]) -> None:
+        if not self.low:
+            self.low = [int(np.iinfo(np.uint64).max)] * len(columns)
+            self.high = [0] * len(columns)
+        for index, column in enumerate(columns):
+            if len(column):
+                self.low[index] = min(self.low[index], int(column.min()))
+                self.high[index] = max(self.high[index], int(column.max()))
+
+    def _make_plan(self) -> list[tuple[int, int, int]]:
+        """Return (column, word, shift) for every column that varies."""
+        plan = []
+        used: list[int] = []
+        for index, (low, high) in enumerate(zip(self.low, self.high, strict=True)):
+            bits = max(high - low, 0).bit_length()
+            if bits == 0:
+                continue
+            for word, taken in enumerate(used):
+                if taken + bits <= 64:
+                    plan.append((index, word, taken))
+                    used[word] += bits
+                    break
             else:
-                if value < low[group]:
-                    low[group] = value
-                if value > high[group]:
-                    high[group] = value
-    return low, high, seen
+                plan.append((index, len(used), 0))
+                used.append(bits)
+        self.width = max(len(used), 1)
+        return plan
+
+    def pack(self, columns: list[np.ndarray]) -> np.ndarray:
+        """Return the batch's keys as a (rows, words) array with the same equalities."""
+        if self.plan is None:
+            self.plan = self._make_plan()
+        rows = len(columns[0]) if columns else 0
+        packed = np.zeros((rows, self.width), dtype=np.uint64)
+        for index, word, shift in self.plan:
+            shifted = columns[index] - np.uint64(self.low[index])
+            packed[:, word] |= shifted << np.uint64(shift)
+        return packed
 
 
-@njit(cache=True)
-def total(values: np.ndarray, ids: np.ndarray, groups: int) -> np.ndarray:
-    """Per group: the sum of unsigned values (nulls given as 0)."""
-    sums = np.zeros(groups, dtype=np.uint64)
-    for row in range(len(values)):
-        sums[ids[row]] += values[row]
-    return sums
+class Grouper:
+    """Numbers the distinct packed keys of a stream of batches in order of first appearance."""
+
+    def __init__(self, rows: int, width: int) -> None:
+        self.ids = np.empty(rows, dtype=np.int32)
+        self._first = np.empty(max(rows, 1), dtype=np.int64)
+        self.count = 0
+        # Sized for one group in four rows, so that typical inputs never rehash.
+        slots = INITIAL_SLOTS
+        while slots < min(rows // 2, LARGEST_INITIAL_SLOTS):
+            slots <<= 1
+        self._slot_group = np.full(slots, -1, dtype=np.int32)
+        self._slot_key = np.zeros((slots, width), dtype=np.uint64)
+
+    def insert(self, keys: np.ndarray, offset: int) -> None:
+        """Number the rows offset .. offset + len(keys) of the input."""
+        while 2 * (self.count + len(keys)) > len(self._slot_group):
+            self._grow()
+        self.count = _insert(keys, offset, self._slot_group, self._slot_key, self.ids,
+                             self._first, self.count)
+
+    def _grow(self) -> None:
+        capacity = 2 * len(self._slot_group)
+        new_group = np.full(capacity, -1, dtype=np.int32)
+        new_key = np.zeros((capacity, self._slot_key.shape[1]), dtype=np.uint64)
+        _rehash(self._slot_group, self._slot_key, new_group, new_key)
+        self._slot_group, self._slot_key = new_group, new_key
+
+    @property
+    def first(self) -> np.ndarray:
+        """The first row of each group."""
+        return self._first[: self.count].copy()
 
 
-@njit(cache=True)
-def first_minimum(values: np.ndarray, ids: np.ndarray, groups: int) -> np.ndarray:
-    """Per group: the row holding the smallest value (the first such row on ties)."""
-    rows = np.full(groups, -1, dtype=np.int64)
-    for row in range(len(values)):
-        group = ids[row]
-        best = rows[group]
-        if best < 0 or values[row] < values[best]:
-            rows[group] = row
-    return rows
-
-
-@njit(cache=True)
-def bit_union(codes: np.ndarray, valid: np.ndarray, ids: np.ndarray, groups: int) -> np.ndarray:
-    """Per group: a bit mask with bit ``code`` set for every code seen (codes below 64)."""
-    masks = np.zeros(groups, dtype=np.uint64)
-    for row in range(len(codes)):
-        if valid[row]:
-            masks[ids[row]] |= np.uint64(1) << np.uint64(codes[row])
-    return masks
-
-
-@njit(cache=True)
-def _min_max_many(columns, valids, ids, groups):
+@njit(cache=True, nogil=True)
+def add_totals(columns, ids: np.ndarray, sums: np.ndarray) -> None:
+    """Add a batch's unsigned columns into per-group sums, (groups, columns)."""
     width = len(columns)
-    low = np.zeros((groups, width), dtype=np.uint64)
-    high = np.zeros((groups, width), dtype=np.uint64)
-    seen = np.zeros((groups, width), dtype=np.bool_)
+    for row in range(len(ids)):
+        group = ids[row]
+        for column in range(width):
+            sums[group, column] += columns[column][row]
+
+
+@njit(cache=True, nogil=True)
+def add_scan(columns, valids, codes, code_valids, ids: np.ndarray, low: np.ndarray,
+             high: np.ndarray, seen: np.ndarray, masks: np.ndarray) -> None:
+    """Fold one batch into per-group bounds of unsigned columns and bit masks of string codes.
+
+    ``low``, ``high`` and ``seen`` are (groups, columns); ``masks`` is (groups, code
+    columns), bit ``code`` set for every code seen (codes below 64).
+    """
+    width = len(columns)
+    strings = len(codes)
     for row in range(len(ids)):
         group = ids[row]
         for column in range(width):
@@ -173,26 +202,17 @@ def _min_max_many(columns, valids, ids, groups):
                         low[group, column] = value
                     if value > high[group, column]:
                         high[group, column] = value
-    return low, high, seen
+        for column in range(strings):
+            if code_valids[column][row]:
+                masks[group, column] |= np.uint64(1) << np.uint64(codes[column][row])
 
 
-def _read_only(array: np.ndarray) -> np.ndarray:
-    """Return a read-only view, so that arrays from Arrow and from NumPy share one numba type."""
-    view = array.view()
-    view.setflags(write=False)
-    return view
-
-
-def min_max_many(columns: list[np.ndarray], valids: list[np.ndarray], ids: np.ndarray,
-                 groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``min_max`` of several non-negative columns in one pass; results are (groups, columns).
-
-    Values are compared as unsigned 64-bit integers.
-    """
-    if not columns:
-        empty = np.zeros((groups, 0), dtype=np.uint64)
-        return empty, empty.copy(), np.zeros((groups, 0), dtype=bool)
-    arrays = tuple(_read_only(np.ascontiguousarray(column).astype(np.uint64, copy=False))
-                   for column in columns)
-    flags = tuple(_read_only(np.ascontiguousarray(valid, dtype=np.bool_)) for valid in valids)
-    return _min_max_many(arrays, flags, ids, groups)
+@njit(cache=True, nogil=True)
+def add_first_minimum(values: np.ndarray, ids: np.ndarray, offset: int, best: np.ndarray,
+                      rows: np.ndarray) -> None:
+    """Keep, per group, the row with the smallest value (the first such row on ties)."""
+    for row in range(len(values)):
+        group = ids[row]
+        if rows[group] < 0 or values[row] < best[group]:
+            best[group] = values[row]
+            rows[group] = offset + row

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+from numba import njit
 
 from appliance.records import EtherType
 
@@ -50,23 +51,45 @@ def parse_address_key(key: str) -> AddressKey | None:
     return AddressKey(name, int(length))
 
 
+def _chunks(column: pa.ChunkedArray | pa.Array) -> list[pa.Array]:
+    return list(column.chunks) if isinstance(column, pa.ChunkedArray) else [column]
+
+
+def _valid(array: pa.Array) -> np.ndarray:
+    """Return a chunk's validity as a boolean NumPy array."""
+    if array.null_count == 0:
+        return np.ones(len(array), dtype=bool)
+    return np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+
+
 def address_words(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Split a 16-byte address column into (high, low, valid) NumPy arrays.
 
-    Null addresses become zero words with ``valid`` False.
+    Null addresses become zero words with ``valid`` False. Each chunk is read in place,
+    without joining the chunks first.
     """
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    count = len(array)
-    if count == 0:
-        empty = np.zeros(0, dtype=np.uint64)
-        return empty, empty.copy(), np.zeros(0, dtype=bool)
-    array = array.cast(pa.binary(16))
-    data = array.buffers()[1]
-    words = np.frombuffer(data, dtype=">u8", count=2 * (array.offset + count))
-    words = words[2 * array.offset :].reshape(count, 2).astype(np.uint64)
-    valid = ~np.asarray(array.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    high = np.where(valid, words[:, 0], np.uint64(0))
-    low = np.where(valid, words[:, 1], np.uint64(0))
+    count = len(column)
+    high = np.empty(count, dtype=np.uint64)
+    low = np.empty(count, dtype=np.uint64)
+    valid = np.empty(count, dtype=bool)
+    start = 0
+    for chunk in _chunks(column):
+        size = len(chunk)
+        if size == 0:
+            continue
+        chunk = chunk.cast(pa.binary(16))
+        words = np.frombuffer(chunk.buffers()[1], dtype=">u8", count=2 * (chunk.offset + size))
+        words = words[2 * chunk.offset:].reshape(size, 2)
+        high[start:start + size] = words[:, 0]
+        low[start:start + size] = words[:, 1]
+        if chunk.null_count:
+            chunk_valid = _valid(chunk)
+            high[start:start + size][~chunk_valid] = 0
+            low[start:start + size][~chunk_valid] = 0
+            valid[start:start + size] = chunk_valid
+        else:
+            valid[start:start + size] = True
+        start += size
     return high, low, valid
 
 
@@ -140,19 +163,34 @@ def common_prefix_length(
     )
 
 
+@njit(cache=True, nogil=True)
+def _mac_values(raw: np.ndarray, first: int, valid: np.ndarray, out: np.ndarray,
+                start: int) -> None:
+    for row in range(len(valid)):
+        value = np.uint64(0)
+        if valid[row]:
+            base = (first + row) * 6
+            for byte in range(6):
+                value = (value << np.uint64(8)) | np.uint64(raw[base + byte])
+        out[start + row] = value
+
+
 def mac_words(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Convert a 6-byte MAC column to (value, valid) NumPy arrays; nulls become 0."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    count = len(array)
-    if count == 0:
-        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=bool)
-    array = array.cast(pa.binary(6))
-    raw = np.frombuffer(array.buffers()[1], dtype=np.uint8, count=6 * (array.offset + count))
-    padded = np.zeros((count, 8), dtype=np.uint8)
-    padded[:, 2:] = raw[6 * array.offset :].reshape(count, 6)
-    value = padded.view(">u8").reshape(count).astype(np.uint64)
-    valid = ~np.asarray(array.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    return np.where(valid, value, np.uint64(0)), valid
+    count = len(column)
+    value = np.empty(count, dtype=np.uint64)
+    valid = np.empty(count, dtype=bool)
+    start = 0
+    for chunk in _chunks(column):
+        size = len(chunk)
+        if size == 0:
+            continue
+        chunk = chunk.cast(pa.binary(6))
+        raw = np.frombuffer(chunk.buffers()[1], dtype=np.uint8)
+        valid[start:start + size] = _valid(chunk)
+        _mac_values(raw, chunk.offset, valid[start:start + size], value, start)
+        start += size
+    return value, valid
 
 
 def words_to_macs(value: np.ndarray, valid: np.ndarray) -> pa.Array:

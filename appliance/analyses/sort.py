@@ -72,25 +72,27 @@ def parse_sort_key(text: str) -> SortKey:
 
 
 def sort_records(table: pa.Table, keys: list[str] | None = None,
-                 limit: int | None = None) -> pa.Table:
+                 limit: int | None = None, columns: set[str] | None = None) -> pa.Table:
     """Return ``table`` ordered by the -m ``keys`` (default stime), stable.
 
     ``limit`` keeps only the first rows of the order (``rasort -N``), which saves
-    gathering the others. Raises ``AnalysisKeyError`` for an unknown key or direction.
+    gathering the others. ``columns`` names the record columns to gather (None: all);
+    the result then holds only those. Raises ``AnalysisKeyError`` for an unknown key or
+    direction.
     """
     parsed = [parse_sort_key(key) for key in (keys or DEFAULT_KEYS)]
     table = conform(table)
     if table.num_rows < 2:
         return table.slice(0, limit)
-    columns: list[pl.Series] = []
+    compared: list[pl.Series] = []
     descending: list[bool] = []
     for position, key in enumerate(parsed):
         for series in _key_series(table, key.name, position):
-            columns.append(series)
+            compared.append(series)
             descending.append(key.descending)
-    frame = pl.DataFrame(columns)
+    frame = pl.DataFrame(compared)
     order = frame.with_row_index("_row").sort(
-        [series.name for series in columns],
+        [series.name for series in compared],
         descending=descending,
         nulls_last=True,
         maintain_order=True,
@@ -98,15 +100,27 @@ def sort_records(table: pa.Table, keys: list[str] | None = None,
     log.debug("sorted %d records by %s", table.num_rows, [key.name for key in parsed])
     if limit is not None:
         order = order.head(limit)
+    if columns is not None:
+        table = table.select([name for name in table.column_names if name in columns])
     return take_rows(table, pa.array(order.to_numpy()))
 
 
 def take_rows(table: pa.Table, indices: pa.Array) -> pa.Table:
-    """Gather rows of ``table`` in ``indices`` order, one column per thread."""
+    """Gather rows of ``table`` in ``indices`` order, one column per thread.
+
+    Each column is joined into one chunk first: a take over one chunk is several times
+    faster than over many, and only one joined column per thread exists at a time.
+    """
     if len(indices) < 100_000:
         return table.take(indices)
+
+    def gather(column: pa.ChunkedArray) -> pa.Array:
+        if column.null_count == len(column):
+            return pa.nulls(len(indices), column.type)
+        return column.combine_chunks().take(indices)
+
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        columns = list(pool.map(lambda column: column.take(indices), table.columns))
+        columns = list(pool.map(gather, table.columns))
     return pa.Table.from_arrays(columns, schema=table.schema)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from appliance.jobs import JobContext, JobResult, execute, result_rows
+from appliance.jobs import JobContext, JobResult, execute, printed_columns, result_rows
 from appliance.jobspec import JobSpec, SpecError, parse_record_range
 from appliance.query.fields import CATALOGUE, split_field
 from appliance.query.filter import FilterSyntaxError, parse_filter
@@ -323,6 +323,13 @@ def emit(result: JobResult, switches: Switches) -> None:
         _write_records(target, result.rows)
 
 
+def _projection(spec: JobSpec, switches: Switches) -> set[str] | None:
+    """Return the columns to build when the result is only printed (text, CSV, NDJSON)."""
+    if switches.write is not None and format_for_path(switches.write) not in ("csv", "ndjson"):
+        return None
+    return printed_columns(spec)
+
+
 #: The switch that sets each job spec field, for error messages on the command line.
 SPEC_FIELD_SWITCHES = {
     "fields": "-s", "keys": "-m", "time": "-t", "filter": "the filter", "top": "-N",
@@ -359,7 +366,8 @@ def main(tool: str, argv: list[str]) -> int:
             return 2
         spec = build_spec(tool, switches, reference_now())
         records = _read(switches.reads)
-        result = execute(spec, records, JobContext(job_id=f"{tool}-cli"))
+        result = execute(spec, records, JobContext(job_id=f"{tool}-cli"),
+                         columns=_projection(spec, switches))
     except SpecError as error:
         print(f"{tool}: {_switch_message(error)}", file=sys.stderr)
         print(USAGE.format(tool=tool), file=sys.stderr)

@@ -90,6 +90,39 @@ DEFAULT_FIELDS: list[str] = [
     "stime", "flgs", "proto", "saddr", "sport", "dir", "daddr", "dport", "pkts", "bytes", "state",
 ]
 
+#: Record columns a printed field reads, where they are not just the field's own column.
+FIELD_SOURCES: dict[str, frozenset[str]] = {
+    "dur": frozenset({"stime", "ltime"}),
+    "appbytes": frozenset({"sappbytes", "dappbytes"}),
+    "rate": frozenset({"pkts", "stime", "ltime"}),
+    "srate": frozenset({"spkts", "stime", "ltime"}),
+    "drate": frozenset({"dpkts", "stime", "ltime"}),
+    "load": frozenset({"spkts", "sbytes", "dpkts", "dbytes", "stime", "ltime"}),
+    "sload": frozenset({"spkts", "sbytes", "stime", "ltime"}),
+    "dload": frozenset({"dpkts", "dbytes", "stime", "ltime"}),
+    "proto": frozenset({"etype", "proto", "saddr"}),
+    "saddr": frozenset({"etype", "saddr", "smac"}),
+    "daddr": frozenset({"etype", "daddr", "dmac"}),
+    "sport": frozenset({"etype", "proto", "saddr", "sport", "dport"}),
+    "dport": frozenset({"etype", "proto", "saddr", "sport", "dport"}),
+    "sttl": frozenset({"sttl", "spkts"}),
+    "dttl": frozenset({"dttl", "dpkts"}),
+    "stos": frozenset({"stos", "spkts"}),
+    "dtos": frozenset({"dtos", "dpkts"}),
+    "suser": frozenset({"suser", "proto"}),
+    "duser": frozenset({"duser", "proto"}),
+}
+
+
+def source_columns(fields: list[str]) -> set[str]:
+    """Return the record columns that printing ``fields`` (``-s`` entries) reads."""
+    columns: set[str] = set()
+    for item in fields:
+        name = split_field(item)[0]
+        columns |= FIELD_SOURCES.get(name, {name})
+    return columns
+
+
 _ITEM = re.compile(r"^(?P<op>[+-]?)(?P<pos>\d*)(?P<name>[A-Za-z]+)(?::(?P<width>[^:]*))?$")
 
 
