@@ -21,8 +21,31 @@ from appliance.config import load_config
 
 log = logging.getLogger(__name__)
 
+#: Loggers of the packages the API runs code from.
+PACKAGE_LOGGERS = ("api", "appliance", "worker")
+
+
+def use_gunicorn_logging() -> None:
+    """Send the Wirewatch packages' log records to gunicorn's error log, when under gunicorn.
+
+    Gunicorn configures only its own loggers, so without this the API's INFO records
+    (jobs queued, cancelled, capture daemon started) would be dropped.
+    """
+    gunicorn_log = logging.getLogger("gunicorn.error")
+    if not gunicorn_log.handlers:
+        return
+    for name in PACKAGE_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.handlers:
+            continue
+        for handler in gunicorn_log.handlers:
+            logger.addHandler(handler)
+        logger.setLevel(gunicorn_log.level)
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the API app; ``config`` overrides Flask settings (tests pass their own)."""
+    use_gunicorn_logging()
     app = Flask(__name__)
     app.config.from_mapping(WIREWATCH_CONFIG_PATH=None, WIREWATCH=None)
     if config is not None:

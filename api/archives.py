@@ -23,7 +23,7 @@ from api.auth import requires
 from api.context import EXTENSION, sensor_config
 from api.errors import ApiError
 from api.openapi import document
-from appliance.archive import ACTIVE_NAME, iter_record_files, read_records
+from appliance.archive import ACTIVE_NAME, HELD_NAME, iter_record_files, read_records
 from appliance.query.filter import FilterSyntaxError, parse_filter
 from appliance.query.timerange import TimeRangeError, parse_time_range
 from appliance.records import FLOW_SCHEMA
@@ -146,7 +146,7 @@ def _summary(path: Path) -> dict[str, Any]:
         "records": table.num_rows,
         "stime": times[0] if times else None,
         "ltime": times[1] if times else None,
-        "active": path.name == ACTIVE_NAME,
+        "active": path.name in (ACTIVE_NAME, HELD_NAME),
     }
     with _cache_lock:
         cache[path] = (stamp, summary)

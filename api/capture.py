@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,7 @@ def start_capture() -> tuple[Response, int]:
     # Written at once, so a second start request sees this daemon before it writes the file.
     config.capture_pid_path.write_text(f"{process.pid}\n", encoding="ascii")
     log.info("started capture daemon pid %d for %s", process.pid, config.path)
+    _reap_when_done(process)
     view = _capture_view(config, daemon=None)
     view["pid"] = process.pid
     return jsonify(view), 202
@@ -134,6 +136,21 @@ def stop_capture() -> tuple[Response, int]:
         raise ApiError(409, "no capture daemon runs for this sensor", "state",
                        (read_status(config) or {}).get("state"))
     return jsonify(_capture_view(config, daemon=True)), 202
+
+
+def _reap_when_done(process: subprocess.Popen[bytes]) -> None:
+    """Wait for a daemon started here in a background thread, so it leaves no zombie.
+
+    The daemon is a child of this API process (a gunicorn worker), which would otherwise
+    never collect its exit status. If this process exits first, the daemon is adopted and
+    reaped by init (or by the nearest subreaper).
+    """
+
+    def wait() -> None:
+        status = process.wait()
+        log.info("capture daemon pid %d exited with status %d", process.pid, status)
+
+    threading.Thread(target=wait, name=f"reap-capture-{process.pid}", daemon=True).start()
 
 
 def daemon_pid(pid_path: Path) -> int | None:

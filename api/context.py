@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 from celery import Celery
+from celery.backends.redis import RedisBackend
 from flask import current_app, request
 
 from api.errors import ApiError
@@ -25,6 +26,18 @@ def sensor_config() -> Config:
     return current_app.extensions[EXTENSION]["config"]
 
 
+class PublishOnlyRedisBackend(RedisBackend):
+    """Redis result backend of the API: sending a task subscribes to nothing.
+
+    Celery's Redis backend subscribes to a task's result channel on every send, so that
+    ``AsyncResult.get()`` can wait for it. The API never waits, because clients poll the
+    job view, so the subscription would only cost two Redis round trips per submission.
+    """
+
+    def on_task_call(self, producer: Any, task_id: str) -> None:
+        return None
+
+
 def celery_client() -> Celery:
     """Return the Celery app used to send tasks and read their state (built on first use)."""
     services = current_app.extensions[EXTENSION]
@@ -32,6 +45,11 @@ def celery_client() -> Celery:
         client = make_celery(services["config"])
         # A request reports a backend outage at once rather than retrying like a worker.
         client.conf.result_backend_always_retry = False
+        backend_url = client.conf.result_backend or ""
+        if backend_url.startswith(("redis://", "rediss://")):
+            # Celery's "module.Class+url" form selects a backend class for a URL.
+            client.conf.result_backend = \
+                f"{__name__}.{PublishOnlyRedisBackend.__name__}+{backend_url}"
         services["celery"] = client
     return services["celery"]
 

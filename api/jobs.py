@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, send_file, url_for
+from flask import Blueprint, Response, g, jsonify, request, send_file, url_for
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
@@ -20,6 +20,7 @@ from api.auth import requires
 from api.context import celery_client, read_json_object, reset_celery_client, sensor_config
 from api.errors import ApiError
 from api.jobstore import (
+    CANCEL_RECORD,
     FINAL_STATES,
     JOB_RECORD,
     JOB_STATES,
@@ -29,6 +30,7 @@ from api.jobstore import (
     job_view,
     list_job_ids,
     load_job,
+    write_job_record,
     write_json,
 )
 from api.openapi import document
@@ -74,11 +76,11 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
         _check_fleet_spec(spec)
 
     job_id = str(uuid.uuid4())
+    spec_dict = spec.to_dict()
     record = {"id": job_id, "srcid": config.srcid, "queue": config.queue,
-              "sensors": sensors, "submitted": time.time(), "spec": spec.to_dict()}
-    directory = job_directory(job_id)
-    write_json(directory / JOB_RECORD, record)
-    _publish(job_id, spec, sensors, config)
+              "sensors": sensors, "submitted": time.time(), "spec": spec_dict}
+    write_job_record(job_id, record)
+    _publish(job_id, spec, spec_dict, sensors, config)
     log.info("job %s: queued %s for %s", job_id, spec.analysis,
              ",".join(sensors) if sensors else config.queue)
 
@@ -129,10 +131,16 @@ def cancel_job(job_id: str) -> Response:
                        "cancelled", "state", view["state"])
 
     now = time.time()
-    write_json(job_directory(job_id) / RUN_RECORD,
-               {"state": "cancelled", "error": "cancelled by a client", "started":
-                view.get("started"), "finished": now})
+    directory = job_directory(job_id)
+    reason = "cancelled by a client"
+    write_json(directory / CANCEL_RECORD, {"cancelled": now, "error": reason,
+                                           "token": g.get("token_id"),
+                                           "state_before": view["state"]})
+    write_json(directory / RUN_RECORD, {"state": "cancelled", "error": reason,
+                                        "started": view.get("started"), "finished": now})
     try:
+        # terminate=True stops a running job: the worker sends SIGTERM to the pool
+        # process that runs it and starts a new pool process.
         celery_client().control.revoke(job_id, terminate=True, signal="SIGTERM")
     except Exception as error:  # remote control is best effort; the run record decides
         log.warning("job %s: revoke broadcast failed (%s); the worker skips the job when "
@@ -168,16 +176,19 @@ def get_result(job_id: str) -> Response:
                      max_age=0)
 
 
-def _publish(job_id: str, spec: JobSpec, sensors: list[str] | None, config: Config) -> None:
+def _publish(job_id: str, spec: JobSpec, spec_dict: dict[str, Any], sensors: list[str] | None,
+             config: Config) -> None:
     """Send the job's task; on a broker failure remove the job record and raise 503."""
     if sensors is None:
-        name, args, queue = RUN_ANALYSIS, [job_id, spec.to_dict()], config.queue
+        name, args, queue = RUN_ANALYSIS, [job_id, spec_dict], config.queue
     else:
-        name, args, queue = FLEET_JOB, [job_id, spec.to_dict(), sensors], \
-            fleet_queue(config.srcid)
+        name, args, queue = FLEET_JOB, [job_id, spec_dict, sensors], fleet_queue(config.srcid)
     try:
+        # An explicit argsrepr spares Celery a saferepr() walk over the whole spec.
         celery_client().send_task(name, args=args, task_id=job_id, queue=queue, retry=True,
-                                  retry_policy=PUBLISH_RETRY)
+                                  retry_policy=PUBLISH_RETRY,
+                                  argsrepr=f"[{job_id!r}, <{spec.analysis} spec>]",
+                                  kwargsrepr="{}")
     except (OperationalError, OSError, RuntimeError, RedisError) as error:
         reset_celery_client()
         directory = job_directory(job_id)

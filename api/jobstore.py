@@ -2,14 +2,16 @@
 
 A job's directory ``<results_dir>/<job_id>/`` contains ``job.json`` (written by the API
 when the job is accepted), ``run.json`` (state and timings, written by the worker, or
-by the API when it cancels the job) and the result files. The result backend supplies
-the state and progress of queued and running jobs.
+by the API when it cancels the job), ``cancel.json`` (written by the API when a client
+cancels the job, and stronger than the run record) and the result files. The result
+backend supplies the state and progress of queued and running jobs.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,11 +21,10 @@ from flask import url_for
 from api.context import celery_client, reset_celery_client, sensor_config
 from api.errors import ApiError
 from appliance.atomic import write_json_atomically
+from worker.tasks import CANCEL_RECORD, JOB_RECORD, RUN_RECORD
 
 log = logging.getLogger(__name__)
 
-JOB_RECORD = "job.json"
-RUN_RECORD = "run.json"
 #: Result formats: file written by the worker and its media type.
 RESULT_FORMATS = {
     "csv": ("result.csv", "text/csv"),
@@ -71,12 +72,19 @@ def job_view(job_id: str, record: dict[str, Any], new: bool = False) -> dict[str
     between the two reads then shows its final record, never "done" without a result.
     """
     config = sensor_config()
-    run_path = config.jobs.results_dir / job_id / RUN_RECORD
-    run = {} if new else read_json(run_path) or {}
+    directory = config.jobs.results_dir / job_id
+    run = {} if new else read_json(directory / RUN_RECORD) or {}
     backend: dict[str, Any] = {}
     if run.get("state") not in FINAL_STATES and not new:
         backend = backend_state(job_id)
-        run = read_json(run_path) or {}
+        run = read_json(directory / RUN_RECORD) or {}
+    if not new and run.get("state") != "cancelled":
+        cancel = read_json(directory / CANCEL_RECORD)
+        if cancel is not None:
+            # A worker that was finishing when the client cancelled may have written
+            # "done" or "failed" after the API's record; the cancellation wins.
+            run = {**run, "state": "cancelled", "error": cancel.get("error"),
+                   "finished": run.get("finished") or cancel.get("cancelled")}
     view: dict[str, Any] = {
         "id": job_id,
         "srcid": record.get("srcid"),
@@ -118,9 +126,10 @@ def job_view(job_id: str, record: dict[str, Any], new: bool = False) -> dict[str
 def backend_state(job_id: str) -> dict[str, Any]:
     """Return the state and progress the result backend holds for a job."""
     try:
-        result = celery_client().AsyncResult(job_id)
-        state = result.state
-        info = result.info
+        # One read of the stored meta: AsyncResult.state and .info would each read it.
+        meta = celery_client().backend.get_task_meta(job_id)
+        state = meta["status"]
+        info = meta.get("result")
     except Exception as error:  # the backend is a remote service; report, don't crash
         log.error("job %s: cannot read state from the result backend: %s", job_id, error)
         reset_celery_client()
@@ -161,6 +170,23 @@ def read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError) as error:
         log.error("cannot read %s: %s", path, error)
         return None
+
+
+def write_job_record(job_id: str, record: dict[str, Any]) -> None:
+    """Create the directory of a new job and write its ``job.json`` (temporary file, rename).
+
+    The directory is new and named by a random UUID, so a fixed temporary name cannot
+    collide. The file is not fsynced: after a crash the queued message may name a job
+    whose record is gone, and the API then reports that job as not found.
+    """
+    directory = job_directory(job_id)
+    try:
+        directory.mkdir()
+    except FileNotFoundError:
+        directory.mkdir(parents=True)
+    temporary = directory / f".{JOB_RECORD}.tmp"
+    temporary.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+    os.replace(temporary, directory / JOB_RECORD)
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:

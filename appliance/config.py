@@ -78,7 +78,12 @@ JOBS_DEFAULTS: dict[str, Any] = {
     "soft_time_limit": 600,
     "time_limit": 660,
     "fleet_timeout": 300,
+    "fleet_part_max_bytes": 64 * 1024 * 1024,
 }
+#: Largest fleet part accepted by [jobs] fleet_part_max_bytes. A part travels base64 in
+#: one Redis value (4/3 of its size), and Redis limits a value to 512 MB by default
+#: (its proto-max-bulk-len setting).
+MAX_FLEET_PART_BYTES = 384 * 1024 * 1024
 API_DEFAULTS: dict[str, Any] = {
     "tokens": [],
     "max_body_bytes": 64 * 1024,
@@ -178,6 +183,8 @@ class JobsConfig:
     time_limit: int
     #: Seconds a fleet job waits for each sensor's part before marking it timed out.
     fleet_timeout: int = 300
+    #: Largest compressed Arrow IPC size of one sensor's part of a fleet job, in bytes.
+    fleet_part_max_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -503,6 +510,8 @@ def _jobs(section: Mapping[str, Any], base: Path, data_dir: Path) -> JobsConfig:
     fleet_timeout = _integer("jobs.fleet_timeout", values["fleet_timeout"])
     if fleet_timeout < 1:
         raise ConfigError("jobs.fleet_timeout", fleet_timeout, "expected at least 1 second")
+    part_max = _bounded("jobs.fleet_part_max_bytes", values["fleet_part_max_bytes"], 1024,
+                        MAX_FLEET_PART_BYTES, "bytes")
     soft = _integer("jobs.soft_time_limit", values["soft_time_limit"])
     hard = _integer("jobs.time_limit", values["time_limit"])
     if soft < 1:
@@ -511,7 +520,8 @@ def _jobs(section: Mapping[str, Any], base: Path, data_dir: Path) -> JobsConfig:
         raise ConfigError("jobs.time_limit", hard,
                           f"expected more seconds than jobs.soft_time_limit ({soft})")
     return JobsConfig(results_dir=results_dir, result_ttl=ttl, soft_time_limit=soft,
-                      time_limit=hard, fleet_timeout=fleet_timeout)
+                      time_limit=hard, fleet_timeout=fleet_timeout,
+                      fleet_part_max_bytes=part_max)
 
 
 def _api(section: Mapping[str, Any]) -> ApiConfig:

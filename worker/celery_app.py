@@ -11,6 +11,10 @@ import logging
 from typing import Any
 
 from celery import Celery, signals
+from celery.exceptions import BackendError
+from kombu.exceptions import OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from appliance.config import Config, load_config
 
@@ -22,6 +26,21 @@ RUN_ANALYSIS = "wirewatch.run_analysis"
 RUN_PART = "wirewatch.run_part"
 #: A fleet job's fan-out and merge, sent to queue ``fleet.<srcid>`` of the API's sensor.
 FLEET_JOB = "wirewatch.fleet_job"
+
+
+#: Errors of a lost broker or result-backend connection. A task that raises one is
+#: retried (see TASK_RETRY) instead of failing, because the job itself is fine.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError, RedisConnectionError, RedisTimeoutError, BackendError, ConnectionError,
+    TimeoutError)
+#: Options of every Wirewatch task: retry on BROKER_ERRORS after a random delay of up to
+#: 2, 4, 8 ... seconds (at most 60), at most 5 times, then fail.
+TASK_RETRY: dict[str, Any] = {"autoretry_for": BROKER_ERRORS, "retry_backoff": 2,
+                              "retry_backoff_max": 60, "retry_jitter": True, "max_retries": 5}
+#: Publishing (a job's retry message, a fleet job's parts) retries for about 40 s while
+#: the broker is unreachable, rather than Celery's default of under one second.
+PUBLISH_RETRY_POLICY = {"max_retries": 10, "interval_start": 0.5, "interval_step": 1.0,
+                        "interval_max": 5.0}
 
 
 def fleet_queue(srcid: str) -> str:
@@ -52,6 +71,8 @@ def make_celery(config: Config) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_connection_retry=True,
         broker_connection_max_retries=None,
+        task_publish_retry=True,
+        task_publish_retry_policy=PUBLISH_RETRY_POLICY,
         # Storing a state or result retries through a Redis restart instead of failing.
         result_backend_always_retry=True,
         result_backend_max_retries=10,

@@ -2,7 +2,9 @@
 
 The coordinator task (queue ``fleet.<srcid>``) sends a Celery group of part tasks, one to
 each chosen sensor's queue ``sensor.<srcid>``. Each part runs the spec on that sensor's
-archive and returns its rows as an Arrow IPC stream through the result backend. The
+archive and returns its rows as a zstd-compressed Arrow IPC stream through the result
+backend, because the sensors share no file system. A part larger than the coordinator's
+``[jobs] fleet_part_max_bytes`` fails with a message instead of filling Redis. The
 coordinator polls the parts until each is done, failed or past ``[jobs] fleet_timeout``,
 so a sensor that is down makes the job partial, never hung. The merge:
 
@@ -28,13 +30,13 @@ from celery import group, shared_task
 from appliance import jobs
 from appliance.config import Config, sensor_queue
 from appliance.jobspec import JobSpec, parse_record_range
-from worker.celery_app import FLEET_JOB, RUN_PART
+from worker.celery_app import BROKER_ERRORS, FLEET_JOB, RUN_PART, TASK_RETRY
 from worker.tasks import (
     config_of,
     fail,
     finish,
+    is_cancelled,
     progress_reporter,
-    read_run_record,
     run_spec,
     store_result,
     write_run_record,
@@ -48,31 +50,48 @@ POLL_INTERVAL = 0.2
 PART_FINAL = ("done", "failed", "timeout", "cancelled")
 
 
-@shared_task(name=RUN_PART, bind=True)
-def run_part(self: Any, job_id: str, spec_dict: dict[str, Any]) -> dict[str, Any]:
-    """Run a fleet job's spec on this sensor's archive; return the rows as Arrow IPC."""
+class PartTooLarge(Exception):
+    """A sensor's part of a fleet job is larger than the coordinator accepts."""
+
+
+@shared_task(name=RUN_PART, bind=True, **TASK_RETRY)
+def run_part(self: Any, job_id: str, spec_dict: dict[str, Any],
+             max_bytes: int | None = None) -> dict[str, Any]:
+    """Run a fleet job's spec on this sensor's archive; return the rows as Arrow IPC.
+
+    ``max_bytes`` is the coordinator's ``[jobs] fleet_part_max_bytes`` (this sensor's
+    own setting when absent). A larger part raises PartTooLarge, so that sensor's part
+    fails with a message and the fleet job is partial.
+    """
     config = config_of(self.app)
+    limit = max_bytes or config.jobs.fleet_part_max_bytes
     started = time.time()
     log.info("job %s: part on sensor %s started", job_id, config.srcid)
     result = run_spec(job_id, spec_dict, config, progress_reporter(self))
-    # NOTE: the rows travel inside the result backend's value, so a part of millions of
-    # rows makes a value of hundreds of MB; narrow fleet jobs with -t and a filter.
-    payload = encode_table(result.rows)
+    ipc = encode_ipc(result.rows)
+    if len(ipc) > limit:
+        message = (f"job {job_id}: the part on sensor {config.srcid} is {len(ipc)} bytes "
+                   f"of compressed Arrow IPC ({result.rows.num_rows} rows), above [jobs] "
+                   f"fleet_part_max_bytes = {limit} of the coordinating sensor; narrow the "
+                   "job with a time range or a filter, or raise that limit")
+        log.error("%s", message)
+        raise PartTooLarge(message)
+    payload = base64.b64encode(ipc).decode("ascii")
     log.info("job %s: part on sensor %s finished, %d rows, %d bytes of Arrow IPC", job_id,
-             config.srcid, result.rows.num_rows, len(payload))
+             config.srcid, result.rows.num_rows, len(ipc))
     return {"srcid": config.srcid, "rows": result.rows.num_rows, "fields": result.fields,
             "input_records": result.metadata.get("input_records"),
             "selected_records": result.metadata.get("selected_records"),
             "seconds": round(time.time() - started, 6), "arrow": payload}
 
 
-@shared_task(name=FLEET_JOB, bind=True)
+@shared_task(name=FLEET_JOB, bind=True, **TASK_RETRY)
 def run_fleet_job(self: Any, job_id: str, spec_dict: dict[str, Any],
                   sensors: list[str]) -> dict[str, Any]:
     """Fan a job out to ``sensors``, wait for the parts (bounded) and merge them."""
     config = config_of(self.app)
     directory = config.jobs.results_dir / job_id
-    if read_run_record(directory).get("state") == "cancelled":
+    if is_cancelled(directory):
         log.info("job %s: cancelled before it started; skipped", job_id)
         return {"job_id": job_id, "state": "cancelled"}
     started = time.time()
@@ -83,12 +102,13 @@ def run_fleet_job(self: Any, job_id: str, spec_dict: dict[str, Any],
     spec = JobSpec.from_dict(spec_dict)
     part_spec = {**spec.to_dict(), "top": None}
     signatures = [self.app.signature(RUN_PART, args=(job_id, part_spec),
+                                     kwargs={"max_bytes": config.jobs.fleet_part_max_bytes},
                                      queue=sensor_queue(srcid),
                                      expires=config.jobs.fleet_timeout)
                   for srcid in sensors]
     parts_result = group(signatures).apply_async()
     parts, tables = collect_parts(self, job_id, sensors, parts_result.results, config)
-    if read_run_record(directory).get("state") == "cancelled":
+    if is_cancelled(directory):
         return {"job_id": job_id, "state": "cancelled"}
 
     if not tables:
@@ -124,13 +144,26 @@ def collect_parts(task: Any, job_id: str, sensors: list[str], results: list[Any]
     tables: dict[str, pa.Table] = {}
     deadline = time.monotonic() + config.jobs.fleet_timeout
     directory = config.jobs.results_dir / job_id
+    backend_down = False
     while True:
-        for srcid, async_result in zip(sensors, results, strict=True):
-            if parts[srcid]["state"] in PART_FINAL:
-                continue
-            _update_part(srcid, async_result, parts, tables)
+        try:
+            for srcid, async_result in zip(sensors, results, strict=True):
+                if parts[srcid]["state"] in PART_FINAL:
+                    continue
+                _update_part(srcid, async_result, parts, tables)
+        except BROKER_ERRORS as error:
+            # The parts keep running on their sensors; read their states again until
+            # the fleet deadline instead of failing the whole job.
+            if not backend_down:
+                log.warning("job %s: failed to read the parts' states (%s: %s); retrying until "
+                            "the fleet deadline", job_id, type(error).__name__, error)
+            backend_down = True
+        else:
+            if backend_down:
+                log.info("job %s: result backend reachable again", job_id)
+            backend_down = False
         pending = [srcid for srcid in sensors if parts[srcid]["state"] not in PART_FINAL]
-        cancelled = read_run_record(directory).get("state") == "cancelled"
+        cancelled = is_cancelled(directory)
         if not pending or cancelled or time.monotonic() >= deadline:
             break
         _report(task, parts)
@@ -197,12 +230,18 @@ def merge_parts(spec: JobSpec, tables: list[pa.Table]) -> pa.Table:
     return merged
 
 
+def encode_ipc(table: pa.Table) -> bytes:
+    """Return a table as an Arrow IPC stream with zstd-compressed buffers."""
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
 def encode_table(table: pa.Table) -> str:
     """Return a table as a base64 Arrow IPC stream (the result backend carries JSON)."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return base64.b64encode(sink.getvalue().to_pybytes()).decode("ascii")
+    return base64.b64encode(encode_ipc(table)).decode("ascii")
 
 
 def decode_table(text: str) -> pa.Table:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from celery import shared_task
+from celery import shared_task, signals
 from celery.exceptions import SoftTimeLimitExceeded
 
 from appliance import jobs
@@ -28,13 +28,21 @@ from appliance.atomic import write_atomically
 from appliance.config import Config, load_config
 from appliance.jobspec import JobSpec, SpecError
 from appliance.query.render import render_lines
-from worker.celery_app import RUN_ANALYSIS
+from worker.celery_app import BROKER_ERRORS, FLEET_JOB, RUN_ANALYSIS, TASK_RETRY
 
 log = logging.getLogger(__name__)
 
 #: Files in a job's directory: the API writes the job record, the worker the run record.
 JOB_RECORD = "job.json"
 RUN_RECORD = "run.json"
+#: Written by the API when a client cancels the job, and kept until the job's directory
+#: expires: once it exists the job is cancelled, whatever a worker writes afterwards.
+CANCEL_RECORD = "cancel.json"
+#: Tasks whose id is a job id and whose results live in the job's directory.
+JOB_TASKS = (RUN_ANALYSIS, FLEET_JOB)
+#: Result files of a job. A cancelled job's partial files are removed.
+RESULT_FILES = ("result.csv", "result.json", "result.ndjson", "result.parquet", "result.txt",
+                "meta.json")
 #: Progress in percent reported after each step of a job.
 PROGRESS_STEPS = {"reading the archive": 10.0, "selected": 40.0, "produced": 80.0,
                   "writing the result": 90.0}
@@ -44,15 +52,15 @@ class JobFailed(Exception):
     """A job could not produce a result; the message names the job and the reason."""
 
 
-@shared_task(name=RUN_ANALYSIS, bind=True)
+@shared_task(name=RUN_ANALYSIS, bind=True, **TASK_RETRY)
 def run_analysis(self: Any, job_id: str, spec_dict: dict[str, Any]) -> dict[str, Any]:
     """Run the analysis ``spec_dict`` over the archive and write its result files."""
     config = config_of(self.app)
     directory = config.jobs.results_dir / job_id
-    previous = read_run_record(directory)
-    if previous.get("state") == "cancelled":
+    if is_cancelled(directory):
         log.info("job %s: cancelled before it started; skipped", job_id)
         return {"job_id": job_id, "state": "cancelled"}
+    previous = read_run_record(directory)
     if previous.get("state") == "done" and (directory / "result.csv").is_file():
         log.info("job %s: already done; returning the stored summary", job_id)
         return previous
@@ -70,6 +78,13 @@ def run_analysis(self: Any, job_id: str, spec_dict: dict[str, Any]) -> dict[str,
     except (SpecError, RecordFileError) as error:
         fail(directory, started, f"job {job_id}: {error}")
         raise JobFailed(f"job {job_id}: {error}") from None
+    except BROKER_ERRORS as error:
+        # Not recorded as failed: Celery retries the task (TASK_RETRY), and the re-run
+        # writes every result file again through a temporary file and a rename.
+        log.warning("job %s: broker or result backend connection lost (%s: %s); retry %d "
+                    "of %d", job_id, type(error).__name__, error, self.request.retries + 1,
+                    self.max_retries)
+        raise
     except Exception as error:
         log.exception("job %s: failed", job_id)
         fail(directory, started, f"job {job_id}: {type(error).__name__}: {error}")
@@ -78,7 +93,7 @@ def run_analysis(self: Any, job_id: str, spec_dict: dict[str, Any]) -> dict[str,
     finish(directory, started, summary)
     log.info("job %s: finished, %s rows in %.3f s", job_id, summary.get("rows"),
              summary["seconds"])
-    purge_expired_results(config.jobs.results_dir, config.jobs.result_ttl)
+    purge_due_results(config.jobs.results_dir, config.jobs.result_ttl)
     return summary
 
 
@@ -148,17 +163,22 @@ def finish(directory: Path, started: float, summary: dict[str, Any]) -> None:
     """Record a finished job, unless the API cancelled it while it ran."""
     finished = time.time()
     summary.update(started=started, finished=finished, seconds=round(finished - started, 6))
-    if read_run_record(directory).get("state") == "cancelled":
-        log.info("job %s: finished after it was cancelled; kept as cancelled",
+    if is_cancelled(directory):
+        log.info("job %s: finished after it was cancelled; result discarded",
                  directory.name)
+        discard_results(directory)
         return
     write_run_record(directory, {"state": "done", **summary})
 
 
 def fail(directory: Path, started: float, message: str,
          extra: dict[str, Any] | None = None) -> None:
-    """Record a failed job with its error message."""
+    """Record a failed job with its error message, unless a client cancelled it."""
     log.error("%s", message)
+    if is_cancelled(directory):
+        log.info("job %s: failed after it was cancelled; kept as cancelled", directory.name)
+        discard_results(directory)
+        return
     finished = time.time()
     write_run_record(directory, {"state": "failed", "error": message, "started": started,
                                  "finished": finished, "seconds": round(finished - started, 6),
@@ -169,6 +189,47 @@ def config_of(app: Any) -> Config:
     """Return the sensor configuration the Celery app was built with."""
     config = getattr(app, "wirewatch_config", None)
     return config if config is not None else load_config()
+
+
+def is_cancelled(directory: Path) -> bool:
+    """Return True when a client cancelled the job whose directory is ``directory``."""
+    if (directory / CANCEL_RECORD).exists():
+        return True
+    return read_run_record(directory).get("state") == "cancelled"
+
+
+def discard_results(directory: Path) -> None:
+    """Remove the result files of a cancelled job and their temporary files."""
+    if not directory.is_dir():
+        return
+    # write_atomically names its temporary files ".<name>.<random>".
+    temporary = [path for path in directory.iterdir()
+                 if any(path.name.startswith(f".{name}.") for name in RESULT_FILES)]
+    for path in [directory / name for name in RESULT_FILES] + temporary:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as error:
+            log.error("job %s: cannot remove %s of the cancelled job: %s", directory.name,
+                      path.name, error)
+
+
+@signals.task_revoked.connect
+def _discard_terminated_job(sender: Any = None, request: Any = None, terminated: bool = False,
+                            **_: Any) -> None:
+    """Remove the partial result of a job whose pool process was terminated by a revoke.
+
+    Celery runs this in the worker's main process after it sent the signal to the pool
+    process and stored the REVOKED state.
+    """
+    if not terminated or request is None or getattr(sender, "name", None) not in JOB_TASKS:
+        return
+    config = getattr(sender.app, "wirewatch_config", None)
+    if config is None:
+        return
+    # NOTE: a pool process that ignored or delayed SIGTERM could still rename a result
+    # file into place after this; the API never serves it, because the job is cancelled.
+    log.info("job %s: terminated by a revoke; removing its partial result", request.id)
+    discard_results(config.jobs.results_dir / request.id)
 
 
 def read_run_record(directory: Path) -> dict[str, Any]:
@@ -185,6 +246,24 @@ def write_run_record(directory: Path, record: dict[str, Any]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     write_atomically(directory / RUN_RECORD,
                       json.dumps(record, indent=2, default=str).encode())
+
+
+#: Seconds between scans of the results directory for expired jobs, per worker process.
+PURGE_INTERVAL = 60.0
+_last_purge: dict[Path, float] = {}
+
+
+def purge_due_results(results_dir: Path, ttl: int) -> None:
+    """Purge expired job directories unless this process did so in the last PURGE_INTERVAL.
+
+    A scan stats every job directory, so running it after every job would cost a busy
+    sensor time in proportion to the jobs it keeps.
+    """
+    now = time.monotonic()
+    if now - _last_purge.get(results_dir, -PURGE_INTERVAL) < PURGE_INTERVAL:
+        return
+    _last_purge[results_dir] = now
+    purge_expired_results(results_dir, ttl)
 
 
 def purge_expired_results(results_dir: Path, ttl: int, now: float | None = None) -> list[str]:

@@ -32,8 +32,14 @@ from appliance.config import (
 
 log = logging.getLogger(__name__)
 
-#: Default gunicorn worker processes for ``wirewatch serve``.
-SERVE_WORKERS = 2
+#: Default gunicorn worker processes for ``wirewatch serve``: one per CPU, at least 2.
+#: A request spends most of its time in Python, so more processes than CPUs only add
+#: context switches (measured with bench/bench_api_load.py).
+SERVE_WORKERS = max(2, os.cpu_count() or 2)
+#: Default threads per worker process. More than one selects gunicorn's gthread worker,
+#: which keeps idle keep-alive connections in a poller instead of a thread each, so
+#: polling clients reuse their connections.
+SERVE_THREADS = 8
 
 
 def _config_argument(parser: argparse.ArgumentParser) -> None:
@@ -159,9 +165,10 @@ def add_parsers(subparsers: Any) -> None:
     serve = subparsers.add_parser("serve", help="serve the REST API with gunicorn")
     serve.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT to listen on")
     serve.add_argument("--workers", type=int, default=SERVE_WORKERS,
-                       help=f"gunicorn worker processes (default {SERVE_WORKERS})")
-    serve.add_argument("--threads", type=int, default=1,
-                       help="threads per worker process (more than 1 selects gthread)")
+                       help="gunicorn worker processes (default: one per CPU, at least 2)")
+    serve.add_argument("--threads", type=int, default=SERVE_THREADS,
+                       help=f"threads per worker process (default {SERVE_THREADS}; more "
+                       "than 1 selects gunicorn's gthread worker)")
     _config_argument(serve)
     serve.set_defaults(run=run_serve)
 
