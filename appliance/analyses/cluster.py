@@ -39,6 +39,7 @@ from appliance.analyses.keys import (
     mask_words,
     parse_address_key,
     prefix_mask_bits,
+    with_mac_sources,
 )
 from appliance.analyses.merge import (
     ADDRESS_FIELDS,
@@ -103,7 +104,10 @@ def cluster_records(
     if table.num_rows == 0:
         return conform(FLOW_SCHEMA.empty_table())
     ids, first = _group(table, key_list)
-    wanted = set(FLOW_SCHEMA.names) if columns is None else set(columns) & set(FLOW_SCHEMA.names)
+    if columns is None:
+        wanted = set(FLOW_SCHEMA.names)
+    else:
+        wanted = with_mac_sources(table, set(columns)) & set(FLOW_SCHEMA.names)
     result = _assemble(table, ids, first, key_list, mode == "norep", wanted)
     log.debug("clustered %d records into %d by %s", table.num_rows, result.num_rows, key_list)
     return result

@@ -17,9 +17,10 @@ from numba import njit
 MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 MIX = np.uint64(0xBF58476D1CE4E5B9)
 
-#: Slots of a new hash table, at least and at most; it doubles whenever it is half full.
+#: Slots of a new hash table, at least and at most; it doubles beyond 70 % full.
 INITIAL_SLOTS = 1 << 16
-LARGEST_INITIAL_SLOTS = 1 << 23
+LARGEST_INITIAL_SLOTS = 1 << 22
+MAX_LOAD_TENTHS = 7
 
 
 @njit(cache=True, nogil=True)
@@ -34,51 +35,50 @@ def _hash_row(keys: np.ndarray, row: int) -> np.uint64:
 
 
 @njit(cache=True, nogil=True)
-def _insert(keys: np.ndarray, offset: int, slot_group: np.ndarray, slot_key: np.ndarray,
-            ids: np.ndarray, first: np.ndarray, count: int) -> int:
+def _insert(keys: np.ndarray, offset: int, slots: np.ndarray, ids: np.ndarray,
+            first: np.ndarray, count: int) -> int:
     """Number the rows of one batch of packed keys; return the new group count.
 
-    Each slot holds its group and a copy of the key, so a probe reads one place.
+    A slot is one row of ``slots``: the group number plus one (0: empty), then the key,
+    so a probe reads one cache line.
     """
-    mask = len(slot_group) - 1
+    mask = slots.shape[0] - 1
     width = keys.shape[1]
     for row in range(keys.shape[0]):
         slot = np.int64(_hash_row(keys, row) & np.uint64(mask))
         while True:
-            group = slot_group[slot]
-            if group < 0:
-                slot_group[slot] = count
+            stored = slots[slot, 0]
+            if stored == 0:
+                slots[slot, 0] = count + 1
                 for column in range(width):
-                    slot_key[slot, column] = keys[row, column]
+                    slots[slot, column + 1] = keys[row, column]
                 first[count] = offset + row
                 ids[offset + row] = count
                 count += 1
                 break
             same = True
             for column in range(width):
-                if slot_key[slot, column] != keys[row, column]:
+                if slots[slot, column + 1] != keys[row, column]:
                     same = False
                     break
             if same:
-                ids[offset + row] = group
+                ids[offset + row] = stored - 1
                 break
             slot = (slot + 1) & mask
     return count
 
 
 @njit(cache=True, nogil=True)
-def _rehash(slot_group: np.ndarray, slot_key: np.ndarray, new_group: np.ndarray,
-            new_key: np.ndarray) -> None:
-    mask = len(new_group) - 1
-    for old in range(len(slot_group)):
-        group = slot_group[old]
-        if group < 0:
+def _rehash(slots: np.ndarray, new_slots: np.ndarray) -> None:
+    mask = new_slots.shape[0] - 1
+    keys = slots[:, 1:]
+    for old in range(slots.shape[0]):
+        if slots[old, 0] == 0:
             continue
-        slot = np.int64(_hash_row(slot_key, old) & np.uint64(mask))
-        while new_group[slot] >= 0:
+        slot = np.int64(_hash_row(keys, old) & np.uint64(mask))
+        while new_slots[slot, 0] != 0:
             slot = (slot + 1) & mask
-        new_group[slot] = group
-        new_key[slot, :] = slot_key[old, :]
+        new_slots[slot, :] = slots[old, :]
 
 
 class KeyPacking:
@@ -142,25 +142,21 @@ class Grouper:
         self._first = np.empty(max(rows, 1), dtype=np.int64)
         self.count = 0
         # Sized for one group in four rows, so that typical inputs never rehash.
-        slots = INITIAL_SLOTS
-        while slots < min(rows // 2, LARGEST_INITIAL_SLOTS):
-            slots <<= 1
-        self._slot_group = np.full(slots, -1, dtype=np.int32)
-        self._slot_key = np.zeros((slots, width), dtype=np.uint64)
+        capacity = INITIAL_SLOTS
+        while capacity < min(rows // 4, LARGEST_INITIAL_SLOTS):
+            capacity <<= 1
+        self._slots = np.zeros((capacity, width + 1), dtype=np.uint64)
 
     def insert(self, keys: np.ndarray, offset: int) -> None:
         """Number the rows offset .. offset + len(keys) of the input."""
-        while 2 * (self.count + len(keys)) > len(self._slot_group):
+        while (self.count + len(keys)) * 10 > len(self._slots) * MAX_LOAD_TENTHS:
             self._grow()
-        self.count = _insert(keys, offset, self._slot_group, self._slot_key, self.ids,
-                             self._first, self.count)
+        self.count = _insert(keys, offset, self._slots, self.ids, self._first, self.count)
 
     def _grow(self) -> None:
-        capacity = 2 * len(self._slot_group)
-        new_group = np.full(capacity, -1, dtype=np.int32)
-        new_key = np.zeros((capacity, self._slot_key.shape[1]), dtype=np.uint64)
-        _rehash(self._slot_group, self._slot_key, new_group, new_key)
-        self._slot_group, self._slot_key = new_group, new_key
+        new_slots = np.zeros((2 * len(self._slots), self._slots.shape[1]), dtype=np.uint64)
+        _rehash(self._slots, new_slots)
+        self._slots = new_slots
 
     @property
     def first(self) -> np.ndarray:
@@ -179,15 +175,10 @@ def add_totals(columns, ids: np.ndarray, sums: np.ndarray) -> None:
 
 
 @njit(cache=True, nogil=True)
-def add_scan(columns, valids, codes, code_valids, ids: np.ndarray, low: np.ndarray,
-             high: np.ndarray, seen: np.ndarray, masks: np.ndarray) -> None:
-    """Fold one batch into per-group bounds of unsigned columns and bit masks of string codes.
-
-    ``low``, ``high`` and ``seen`` are (groups, columns); ``masks`` is (groups, code
-    columns), bit ``code`` set for every code seen (codes below 64).
-    """
+def add_bounds(columns, valids, ids: np.ndarray, low: np.ndarray, high: np.ndarray,
+               seen: np.ndarray) -> None:
+    """Fold one batch into per-group bounds of unsigned columns, (groups, columns)."""
     width = len(columns)
-    strings = len(codes)
     for row in range(len(ids)):
         group = ids[row]
         for column in range(width):
@@ -202,8 +193,19 @@ def add_scan(columns, valids, codes, code_valids, ids: np.ndarray, low: np.ndarr
                         low[group, column] = value
                     if value > high[group, column]:
                         high[group, column] = value
-        for column in range(strings):
-            if code_valids[column][row]:
+
+
+@njit(cache=True, nogil=True)
+def add_masks(codes, valids, ids: np.ndarray, masks: np.ndarray) -> None:
+    """Set bit ``code`` of each group's mask for every string code seen (codes below 64).
+
+    ``masks`` is (groups, code columns).
+    """
+    width = len(codes)
+    for row in range(len(ids)):
+        group = ids[row]
+        for column in range(width):
+            if valids[column][row]:
                 masks[group, column] |= np.uint64(1) << np.uint64(codes[column][row])
 
 

@@ -39,6 +39,21 @@ class AddressKey:
     prefix: int | None
 
 
+def with_mac_sources(table: pa.Table, columns: set[str]) -> set[str]:
+    """Add smac or dmac to printed ``columns`` when saddr or daddr is null in some record.
+
+    Such records (non-IP flows) print their MAC address in the address column.
+    """
+    from appliance.query.fields import ADDRESS_MACS
+
+    added = set(columns)
+    for address, mac in ADDRESS_MACS.items():
+        if address in columns and address in table.column_names \
+                and table.column(address).null_count:
+            added.add(mac)
+    return added
+
+
 def parse_address_key(key: str) -> AddressKey | None:
     """Parse ``saddr``, ``daddr``, ``saddr/N`` or ``daddr/N``; return None for other keys."""
     name, _, length = key.partition("/")

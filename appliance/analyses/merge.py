@@ -24,8 +24,9 @@ import pyarrow.compute as pc
 
 from appliance.analyses.flags import merge_flags
 from appliance.analyses.grouping import (
+    add_bounds,
     add_first_minimum,
-    add_scan,
+    add_masks,
     add_totals,
 )
 from appliance.analyses.keys import (
@@ -175,13 +176,13 @@ class Scan:
                  seen: np.ndarray, masks: np.ndarray, strings: list[str],
                  encoders: dict[str, StringCodes]) -> None:
         self.bounds: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-        column = 1
+        column = 0
         for name, measure in measures.items():
             self.bounds[name] = [(low[:, index], high[:, index], seen[:, index])
                                  for index in range(column, column + measure.width)]
             column += measure.width
         self.masks: dict[str, tuple[np.ndarray, list] | None] = {}
-        for index, name in enumerate(strings, start=1):
+        for index, name in enumerate(strings):
             texts = encoders[name].texts
             self.masks[name] = None if len(texts) > MASK_BITS else (masks[:, index], texts)
 
@@ -203,26 +204,28 @@ class Groups:
         """Measure per-group bounds and string masks of many columns in one pass."""
         names = list(dict.fromkeys([column for measure in measures.values()
                                     for column in measure.columns] + strings))
-        width = sum(measure.width for measure in measures.values()) + 1
+        width = sum(measure.width for measure in measures.values())
         low = np.zeros((self.count, width), dtype=np.uint64)
         high = np.zeros((self.count, width), dtype=np.uint64)
         seen = np.zeros((self.count, width), dtype=np.bool_)
-        masks = np.zeros((self.count, len(strings) + 1), dtype=np.uint64)
+        masks = np.zeros((self.count, len(strings)), dtype=np.uint64)
         encoders = {name: StringCodes(MASK_BITS) for name in strings}
-        for offset, batch in batches(self.table, names):
-            rows = batch.num_rows
-            pairs = [(np.zeros(rows, dtype=np.uint64), np.zeros(rows, dtype=bool))]
+        for offset, batch in batches(self.table, names) if names else ():
+            ids = self.ids[offset:offset + batch.num_rows]
+            pairs = []
             for measure in measures.values():
                 pairs += measure.convert([batch.column(names.index(column))
                                           for column in measure.columns])
-            code_pairs = [(np.zeros(rows, dtype=np.int64), np.zeros(rows, dtype=bool))]
-            for name, encoder in encoders.items():
-                code_pairs.append(encoder.encode(batch.column(names.index(name))))
-            add_scan(_frozen([values for values, _ in pairs]),
-                     _frozen([np.asarray(valid, dtype=np.bool_) for _, valid in pairs]),
-                     _frozen([values for values, _ in code_pairs]),
-                     _frozen([np.asarray(valid, dtype=np.bool_) for _, valid in code_pairs]),
-                     self.ids[offset:offset + rows], low, high, seen, masks)
+            if pairs:
+                add_bounds(_frozen([values for values, _ in pairs]),
+                           _frozen([np.asarray(valid, dtype=np.bool_) for _, valid in pairs]),
+                           ids, low, high, seen)
+            if encoders:
+                code_pairs = [encoder.encode(batch.column(names.index(name)))
+                              for name, encoder in encoders.items()]
+                add_masks(_frozen([values for values, _ in code_pairs]),
+                          _frozen([np.asarray(valid, dtype=np.bool_) for _, valid in code_pairs]),
+                          ids, masks)
         return Scan(measures, low, high, seen, masks, strings, encoders)
 
     def totals(self, names: list[str]) -> np.ndarray:

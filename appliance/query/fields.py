@@ -101,8 +101,8 @@ FIELD_SOURCES: dict[str, frozenset[str]] = {
     "sload": frozenset({"spkts", "sbytes", "stime", "ltime"}),
     "dload": frozenset({"dpkts", "dbytes", "stime", "ltime"}),
     "proto": frozenset({"etype", "proto", "saddr"}),
-    "saddr": frozenset({"etype", "saddr", "smac"}),
-    "daddr": frozenset({"etype", "daddr", "dmac"}),
+    "saddr": frozenset({"etype", "saddr"}),
+    "daddr": frozenset({"etype", "daddr"}),
     "sport": frozenset({"etype", "proto", "saddr", "sport", "dport"}),
     "dport": frozenset({"etype", "proto", "saddr", "sport", "dport"}),
     "sttl": frozenset({"sttl", "spkts"}),
@@ -112,6 +112,10 @@ FIELD_SOURCES: dict[str, frozenset[str]] = {
     "suser": frozenset({"suser", "proto"}),
     "duser": frozenset({"duser", "proto"}),
 }
+
+
+#: The MAC column an address field prints for a record without that address.
+ADDRESS_MACS = {"saddr": "smac", "daddr": "dmac"}
 
 
 def source_columns(fields: list[str]) -> set[str]:
