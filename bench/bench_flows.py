@@ -4,9 +4,12 @@ Usage: python bench/bench_flows.py [--flows N] [--packets-per-flow K] [-U BYTES]
 
 Builds Ethernet/IPv4/UDP frames in memory, one flow per (source address, source
 port) pair, N flows each sending K packets (all flows start before any repeats,
-so N flows are active at once), and feeds them to FlowMeter in batches. Prints
-packets per CPU second of the decode and flow-table path, the flow-table memory
-per slot, and the peak resident memory of the process.
+so N flows are active at once), and feeds them to FlowMeter in batches. Every
+frame carries 18 payload bytes from the source, so with -U each flow stores 36
+bytes of user data. Prints packets per CPU second of the decode and flow-table
+path, where the flow table's bytes go (per slot and per active flow), and the
+peak resident memory of the process before and after the final flush (the flush
+keeps every flow's record in memory as Arrow batches).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 import numpy as np
 
 from appliance.flows import CaptureSettings, FlowMeter
+from appliance.flows.table import FlowTable
 from appliance.pcapio import PacketBatch
 
 FRAME_LEN = 60
@@ -57,6 +61,25 @@ def batch_of(rows: np.ndarray, ts_us: np.ndarray) -> PacketBatch:
     )
 
 
+def memory_report(table: FlowTable, active: int) -> list[str]:
+    """Return lines that show the flow table's bytes per active flow, array by array."""
+    arrays = {
+        "flows (flow-wide fields, MACs)": table.flows,
+        "sides (per-direction fields)": table.sides,
+        "keys": table.keys,
+        "hashes": table.hashes,
+        "free-slot stack": table.free,
+        "hash index": table.index,
+        "user-data pool": table.chunks,
+        "user-data chain": table.chunk_next,
+    }
+    lines = [f"{name}: {array.nbytes / active:.1f}" for name, array in arrays.items()]
+    total = sum(array.nbytes for array in arrays.values())
+    lines.append(f"total: {total / active:.0f} bytes per active flow ({total / 2**20:,.0f} MiB), "
+                 f"of which the user-data pool {table.user_bytes() / active:.0f}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flows", type=int, default=1_000_000)
@@ -80,6 +103,7 @@ def main() -> None:
         records += sum(b.num_rows for b in meter.process(batch))
         cpu += time.process_time() - began
     active = meter.stats["flows_active"]
+    rss_before_flush = peak_rss_mib()
     began = time.process_time()
     records += sum(b.num_rows for b in meter.flush())
     flush_cpu = time.process_time() - began
@@ -88,9 +112,19 @@ def main() -> None:
     print(f"active flows before flush: {active:,}; records: {records:,}")
     print(f"packets/s (CPU, decode + flow table): {total / cpu:,.0f}")
     print(f"flush of {active:,} flows: {flush_cpu:.2f} s CPU")
-    print(f"flow table: {table.slots:,} slots, {table.bytes_per_slot()} bytes per slot, "
-          f"{table.slots * table.bytes_per_slot() / active:.0f} bytes per active flow")
-    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(f"flow table: {table.slots:,} slots ({active / table.slots:.0%} in use), "
+          f"{table.bytes_per_slot()} bytes per slot with the hash index "
+          f"({len(table.index):,} buckets), "
+          f"{len(table.chunk_next):,} user-data chunks of {table.chunks.shape[1]} bytes")
+    print("bytes per active flow:")
+    for line in memory_report(table, active):
+        print(f"  {line}")
+    print(f"peak RSS: {rss_before_flush:,.0f} MiB before the flush, "
+          f"{peak_rss_mib():,.0f} MiB after it")
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def test_hash_index_matches_dict():
     for _ in range(5000):
         key = tuple(rng.randrange(5) for _ in range(KEY_WORDS))
         keys[0] = key
-        index, hashes, slot_keys, _, free, state, *_, meta = table.arrays
+        index, hashes, slot_keys, _, free, flows, *_, meta = table.arrays
         h = np.uint64(hash_key(keys, 0))
         slot, bucket = find(index, hashes, slot_keys, keys, 0, h)
         assert (slot >= 0) == (key in model)
@@ -37,15 +37,15 @@ def test_hash_index_matches_dict():
             assert slot == model[key]
             if rng.random() < 0.5:
                 remove(index, hashes, free, meta, slot)
-                state[slot, f.IN_USE] = 0
+                flows[slot]["in_use"] = 0
                 del model[key]
         else:
             if meta[f.M_ACTIVE] >= table.slots:
                 table.grow()
-                index, hashes, slot_keys, _, free, state, *_, meta = table.arrays
+                index, hashes, slot_keys, _, free, flows, *_, meta = table.arrays
                 slot, bucket = find(index, hashes, slot_keys, keys, 0, h)
             model[key] = insert(index, hashes, slot_keys, free, meta, keys, 0, h, bucket)
-            state[model[key], f.IN_USE] = 1
+            flows[model[key]]["in_use"] = 1
         assert meta[f.M_ACTIVE] == len(model)
     assert table.slots > 64
 
@@ -124,3 +124,86 @@ def test_advance_closes_idle_flow_without_packets():
     assert table.num_rows == 1
     assert table.column("dport").to_pylist() == [9999]
     assert meter.stats["flows_active"] == 0
+
+
+def test_user_data_joins_payloads_across_chunks_and_reversal():
+    # Seen from its SYN-ACK, the flow swaps directions when the client speaks, and the
+    # server's payload moves with it. 70 bytes per direction span three 32-byte chunks.
+    server_data, first, second = b"s" * 40, bytes(range(50)), bytes(range(100, 130))
+    packets = [segment(SERVER, CLIENT, 80, 4002, "SA", 500),
+               segment(SERVER, CLIENT, 80, 4002, "PA", 501) / server_data,
+               segment(CLIENT, SERVER, 4002, 80, "PA", 101) / first,
+               segment(CLIENT, SERVER, 4002, 80, "PA", 151) / second]
+    meter = FlowMeter(CaptureSettings(status_interval=86400, user_data_len=70, appbytes=True))
+    batch = PacketBatch.from_frames([bytes(p) for p in packets], [1_000_000 + k for k in range(4)])
+    table = pa.Table.from_batches(meter.process(batch) + meter.flush(), schema=FLOW_SCHEMA)
+
+    assert table.column("sport").to_pylist() == [4002]
+    assert table.column("suser").to_pylist() == [(first + second)[:70]]
+    assert table.column("duser").to_pylist() == [server_data]
+
+
+def udp_frame(sport: int, payload: bytes) -> bytes:
+    return bytes(ether(CLIENT, SERVER) / UDP(sport=sport, dport=7000) / payload)
+
+
+def test_status_records_reuse_user_data_chunks():
+    # 3,000 flows of 40 payload bytes need 6,000 chunks, more than the pool starts with.
+    # Each status record carries only its own interval's payload.
+    flows = range(10000, 13000)
+    meter = FlowMeter(CaptureSettings(status_interval=1, user_data_len=64, appbytes=True))
+    start = 1_700_000_000_000_000
+    first = [udp_frame(port, port.to_bytes(2, "big") * 20) for port in flows]
+    later = [udp_frame(port, b"L" + port.to_bytes(2, "big") * 10) for port in flows]
+    batches = meter.process(PacketBatch.from_frames(first, [start + k for k in flows]))
+    batches += meter.process(PacketBatch.from_frames(later, [start + 2_500_000 + k for k in flows]))
+    assert len(meter.table.chunk_next) > 4096
+    batches += meter.flush()
+    table = pa.Table.from_batches(batches, schema=FLOW_SCHEMA).sort_by([("sport", "ascending"),
+                                                                        ("stime", "ascending")])
+
+    expected = [payload for pair in zip(
+        [port.to_bytes(2, "big") * 20 for port in flows],
+        [b"L" + port.to_bytes(2, "big") * 10 for port in flows], strict=True) for payload in pair]
+    assert table.column("suser").to_pylist() == expected
+    assert table.column("spkts").to_pylist() == [1] * len(expected)
+
+
+def test_byte_counters_pass_four_gib():
+    # 70,000 packets that each were 65,535 bytes on the wire (captured short).
+    frame = udp_frame(5000, b"x" * 18)
+    single = FlowMeter(SETTINGS)
+    one = pa.Table.from_batches(
+        single.process(PacketBatch.from_frames([frame], [1_000_000], wirelen=[65535]))
+        + single.flush(), schema=FLOW_SCHEMA)
+    per_packet = one.column("sbytes")[0].as_py()
+
+    count = 70_000
+    meter = FlowMeter(SETTINGS)
+    batch = PacketBatch.from_frames([frame] * count, list(range(1_000_000, 1_000_000 + count)),
+                                    wirelen=[65535] * count)
+    table = pa.Table.from_batches(meter.process(batch) + meter.flush(), schema=FLOW_SCHEMA)
+
+    assert table.column("spkts").to_pylist() == [count]
+    assert table.column("sbytes").to_pylist() == [count * per_packet]
+    assert count * per_packet > 2**32
+
+
+def test_sequence_numbers_wrap_without_retransmission():
+    # The client's sequence numbers cross 2**32. Only a repeated segment is a retransmission.
+    top = 2**32 - 10
+
+    def exchange(sport: int, repeat: bool) -> list:
+        packets = [segment(CLIENT, SERVER, sport, 80, "S", top),
+                   segment(SERVER, CLIENT, 80, sport, "SA", 700),
+                   segment(CLIENT, SERVER, sport, 80, "A", top + 1),
+                   segment(CLIENT, SERVER, sport, 80, "PA", top + 1) / (b"a" * 20),
+                   segment(CLIENT, SERVER, sport, 80, "PA", 11) / (b"b" * 10)]
+        if repeat:
+            packets.append(segment(CLIENT, SERVER, sport, 80, "PA", 11) / (b"b" * 10))
+        return packets
+
+    packets = exchange(4100, repeat=False) + exchange(4101, repeat=True)
+    table = records(packets, [1 + k / 100 for k in range(len(packets))]).sort_by("sport")
+
+    assert [flgs[3] for flgs in table.column("flgs").to_pylist()] == [" ", "s"]

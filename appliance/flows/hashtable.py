@@ -1,8 +1,10 @@
 """Open-addressing hash index from 48-byte flow keys (six 64-bit words) to flow slots.
 
-``index`` has a power-of-two number of buckets holding a slot number or -1;
+``index`` (int32) has a power-of-two number of buckets holding a slot number or -1;
 collisions probe linearly and deletion shifts later entries back, so no
-tombstones build up. ``hashes`` and ``keys`` are per slot.
+tombstones build up. ``keys`` and ``hashes`` are per slot. ``hashes`` keeps the low
+32 bits of each key's hash, which pick the bucket (an index never has 2**32
+buckets) and rule out most unequal keys before their words are compared.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from appliance.flows.layout import M_ACTIVE, M_FREE_TOP, M_HIGH_WATER
 KEY_WORDS = 6
 MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 SHIFT = np.uint64(29)
+LOW_BITS = np.uint64(0xFFFFFFFF)
 
 
 @njit(cache=True)
@@ -44,7 +47,7 @@ def find(index, hashes, slot_keys, keys, row, h):
         slot = index[bucket]
         if slot < 0:
             return -1, bucket
-        if hashes[slot] == h and same_key(slot_keys, slot, keys, row):
+        if hashes[slot] == (h & LOW_BITS) and same_key(slot_keys, slot, keys, row):
             return slot, bucket
         bucket = (bucket + 1) & mask
 
@@ -60,7 +63,7 @@ def insert(index, hashes, slot_keys, free, meta, keys, row, h, bucket):
         meta[M_HIGH_WATER] += 1
     for k in range(KEY_WORDS):
         slot_keys[slot, k] = keys[row, k]
-    hashes[slot] = h
+    hashes[slot] = h & LOW_BITS
     index[bucket] = slot
     meta[M_ACTIVE] += 1
     return slot

@@ -5,7 +5,7 @@ status tick is due, the record output is full or the slot arrays are full. The
 argument tuples are built by ``FlowTable`` and ``FlowMeter``:
 
 - packets: (fields, keys, keys8, role, ts_us, smac, dmac, buffer, quoted_keys, scratch)
-- table: (index, hashes, slot_keys, slot_keys8, free, state, sides, macs, user, meta)
+- table: (index, hashes, slot_keys, slot_keys8, free, flows, sides, chunks, chunk_next, meta)
 - out: (records, addrs, macs, flgs, user)
 """
 
@@ -27,9 +27,10 @@ from appliance.decode.constants import (
     P_TCP,
 )
 from appliance.flows import layout as f
-from appliance.flows.hashtable import find, hash_key, insert, remove, unlink
+from appliance.flows.hashtable import LOW_BITS, find, hash_key, insert, remove, unlink
 from appliance.flows.keys import DNS_PENDING, DNS_TAGGED, EXTRA, PORT_A
 from appliance.flows.record import TCP_ACK, TCP_RST, TCP_SYN, emit, icmp_state_code
+from appliance.flows.userdata import append, chunks_free, release
 
 SEQUENCE_MASK = 0xFFFFFFFF
 HALF_SEQUENCE_SPACE = 1 << 31
@@ -57,22 +58,23 @@ def flow_timeout(etype, proto):
 
 
 @njit(cache=True)
-def start_record(state, sides, slot, ts_us):
+def start_record(table, slot, ts_us):
+    flows, sides, chunks, chunk_next, meta = table[5], table[6], table[7], table[8], table[9]
     for side in range(2):
-        sides[slot, side, f.PKTS] = 0
-        sides[slot, side, f.BYTES] = 0
-        sides[slot, side, f.APPBYTES] = 0
-        sides[slot, side, f.USER_LEN] = 0
-    state[slot, f.STIME] = ts_us
-    state[slot, f.LTIME] = ts_us
-    state[slot, f.HAS_PACKETS] = 0
+        sides[slot, side].pkts = 0
+        sides[slot, side].bytes = 0
+        sides[slot, side].appbytes = 0
+        release(sides, slot, side, chunk_next, meta, chunks.shape[1])
+    flows[slot].stime = ts_us
+    flows[slot].ltime = ts_us
+    flows[slot].has_packets = 0
 
 
 @njit(cache=True)
 def new_flow(packets, table, row, slot, role):
     """Initialise a slot for the flow that the packet at ``row`` starts."""
     fields, _, keys8, _, ts_us, smac, dmac, _, _, _ = packets
-    state, sides, macs = table[5], table[6], table[7]
+    flows, sides, chunks, chunk_next, meta = table[5], table[6], table[7], table[8], table[9]
     etype = fields[row, c.ETYPE]
     proto = fields[row, c.PROTO]
     flags = fields[row, c.TCP_FLAGS]
@@ -90,45 +92,72 @@ def new_flow(packets, table, row, slot, role):
         src_is_a = True
     if not is_ip:
         proto = 0
-    for k in range(f.FLOW_COLUMNS):
-        state[slot, k] = 0
+    flow = flows[slot]
+    flow.etype = etype
+    flow.proto = proto
+    flow.version = fields[row, c.IP_VERSION]
+    flow.src_is_a = src_is_a
+    flow.vlan = fields[row, c.VLAN]
+    flow.encaps = 0
+    flow.first_record = 1
+    flow.midstream = midstream
+    flow.fragments = 0
+    flow.icmp_mapped = 0
+    flow.icmp_state = -1
+    flow.syn_ack = 0
+    flow.established = 0
+    flow.icmp_type = keys8[row, PORT_A]
+    flow.icmp_code = keys8[row, PORT_A + 1]
+    flow.timeout = flow_timeout(etype, proto)
+    flow.reverse_pending = reverse_pending
+    flow.in_use = 1
+    flow.ip_options = 0
     for side in range(2):
-        for k in range(f.SIDE_COLUMNS):
-            sides[slot, side, k] = 0
-        sides[slot, side, f.NEXT_SEQ] = -1
-        sides[slot, side, f.SYN_SEQ] = -1
-    state[slot, f.ETYPE] = etype
-    state[slot, f.PROTO] = proto
-    state[slot, f.VERSION] = fields[row, c.IP_VERSION]
-    state[slot, f.SRC_IS_A] = src_is_a
-    state[slot, f.VLAN] = fields[row, c.VLAN]
-    state[slot, f.FIRST_RECORD] = 1
-    state[slot, f.MIDSTREAM] = midstream
-    state[slot, f.REVERSE_PENDING] = reverse_pending
-    state[slot, f.ICMP_STATE] = -1
-    state[slot, f.ICMP_TYPE] = keys8[row, PORT_A]
-    state[slot, f.ICMP_CODE] = keys8[row, PORT_A + 1]
-    state[slot, f.TIMEOUT] = flow_timeout(etype, proto)
-    state[slot, f.IN_USE] = 1
+        release(sides, slot, side, chunk_next, meta, chunks.shape[1])
+        record = sides[slot, side]
+        record.ttl = 0
+        record.tos = 0
+        record.tcp_flags = 0
+        record.retransmitted = 0
+        record.seq_known = 0
+        record.next_seq = 0
+        record.syn_seq = 0
     sender = 0 if (role == 0) == src_is_a else 1
     for k in range(6):
-        macs[slot, sender, k] = smac[row, k]
-        macs[slot, 1 - sender, k] = dmac[row, k]
-    start_record(state, sides, slot, ts_us[row])
+        flow.macs[sender, k] = smac[row, k]
+        flow.macs[1 - sender, k] = dmac[row, k]
+    start_record(table, slot, ts_us[row])
 
 
 @njit(cache=True)
 def reverse(table, slot):
     """Swap source and destination: a flow first seen by its SYN-ACK got a reply."""
-    state, sides, macs, user = table[5], table[6], table[7], table[8]
-    state[slot, f.SRC_IS_A] = 1 - state[slot, f.SRC_IS_A]
-    state[slot, f.REVERSE_PENDING] = 0
-    for k in range(f.SIDE_COLUMNS):
-        sides[slot, 0, k], sides[slot, 1, k] = sides[slot, 1, k], sides[slot, 0, k]
+    flows, sides = table[5], table[6]
+    flow = flows[slot]
+    flow.src_is_a = 1 - flow.src_is_a
+    flow.reverse_pending = 0
+    swap_sides(sides, slot)
     for k in range(6):
-        macs[slot, 0, k], macs[slot, 1, k] = macs[slot, 1, k], macs[slot, 0, k]
-    for k in range(user.shape[2]):
-        user[slot, 0, k], user[slot, 1, k] = user[slot, 1, k], user[slot, 0, k]
+        flow.macs[0, k], flow.macs[1, k] = flow.macs[1, k], flow.macs[0, k]
+
+
+@njit(cache=True)
+def swap_sides(sides, slot):
+    """Exchange every field of a flow's two directions (user data moves with its chain)."""
+    a, b = sides[slot, 0], sides[slot, 1]
+    a.pkts, b.pkts = b.pkts, a.pkts
+    a.bytes, b.bytes = b.bytes, a.bytes
+    a.appbytes, b.appbytes = b.appbytes, a.appbytes
+    a.next_seq, b.next_seq = b.next_seq, a.next_seq
+    a.syn_seq, b.syn_seq = b.syn_seq, a.syn_seq
+    a.user_head, b.user_head = b.user_head, a.user_head
+    a.user_tail, b.user_tail = b.user_tail, a.user_tail
+    a.user_len, b.user_len = b.user_len, a.user_len
+    a.ttl, b.ttl = b.ttl, a.ttl
+    a.tos, b.tos = b.tos, a.tos
+    a.tcp_flags, b.tcp_flags = b.tcp_flags, a.tcp_flags
+    a.retransmitted, b.retransmitted = b.retransmitted, a.retransmitted
+    a.seq_known, b.seq_known = b.seq_known, a.seq_known
 
 
 @njit(cache=True)
@@ -138,89 +167,92 @@ def track_sequence(sides, slot, side, flags, seq, payload_len):
     NOTE: argus 3.0.8 flags fewer data retransmissions than this rule does (it left
     a server's repeated 714-byte segment unflagged), so flgs column 4 can differ.
     """
+    record = sides[slot, side]
     if flags & TCP_SYN:
-        if sides[slot, side, f.SYN_SEQ] == seq:
-            sides[slot, side, f.RETRANSMITTED] = 1
-        sides[slot, side, f.SYN_SEQ] = seq
-        sides[slot, side, f.NEXT_SEQ] = (seq + 1) & SEQUENCE_MASK
+        if record.seq_known & f.SYN_SEQ_KNOWN and record.syn_seq == seq:
+            record.retransmitted = 1
+        record.syn_seq = seq
+        record.next_seq = (seq + 1) & SEQUENCE_MASK
+        record.seq_known = f.SYN_SEQ_KNOWN | f.NEXT_SEQ_KNOWN
         return
     if payload_len <= 0:
         return
     end = (seq + payload_len) & SEQUENCE_MASK
-    next_seq = sides[slot, side, f.NEXT_SEQ]
-    if payload_len == 1 and end == next_seq:
+    known = record.seq_known & f.NEXT_SEQ_KNOWN
+    next_seq = np.int64(record.next_seq)
+    if payload_len == 1 and known and end == next_seq:
         return  # a keepalive probe repeats the last byte on purpose
-    if next_seq >= 0:
+    if known:
         distance = (end - next_seq) & SEQUENCE_MASK
         if not 0 < distance < HALF_SEQUENCE_SPACE:
-            sides[slot, side, f.RETRANSMITTED] = 1
+            record.retransmitted = 1
             return
-    sides[slot, side, f.NEXT_SEQ] = end
+    record.next_seq = end
+    record.seq_known |= f.NEXT_SEQ_KNOWN
 
 
 @njit(cache=True)
-def update_tcp(state, sides, slot, side, flags, seq, payload_len):
-    sides[slot, side, f.TCP_FLAGS] |= flags
+def update_tcp(flows, sides, slot, side, flags, seq, payload_len):
+    sides[slot, side].tcp_flags |= flags
     track_sequence(sides, slot, side, flags, seq, payload_len)
     if flags & TCP_SYN and flags & TCP_ACK:
-        state[slot, f.SYN_ACK] = 1
-    elif side == 0 and flags & TCP_ACK and state[slot, f.SYN_ACK]:
-        state[slot, f.ESTABLISHED] = 1
+        flows[slot].syn_ack = 1
+    elif side == 0 and flags & TCP_ACK and flows[slot].syn_ack:
+        flows[slot].established = 1
 
 
 @njit(cache=True)
-def is_tcp_flow(state, slot):
-    etype = state[slot, f.ETYPE]
-    return state[slot, f.PROTO] == P_TCP and (etype == ET_IPV4 or etype == ET_IPV6)
+def is_tcp_flow(flows, slot):
+    etype = flows[slot].etype
+    return flows[slot].proto == P_TCP and (etype == ET_IPV4 or etype == ET_IPV6)
 
 
 @njit(cache=True)
 def update(packets, table, row, slot, role):
     """Count the packet at ``row`` into its flow."""
     fields, _, _, _, ts_us, _, _, buffer, _, _ = packets
-    state, sides, user = table[5], table[6], table[8]
-    from_src = (role == 0) == (state[slot, f.SRC_IS_A] == 1)
-    if state[slot, f.REVERSE_PENDING] and not from_src:
+    flows, sides, chunks, chunk_next, meta = table[5], table[6], table[7], table[8], table[9]
+    flow = flows[slot]
+    from_src = (role == 0) == (flow.src_is_a == 1)
+    if flow.reverse_pending and not from_src:
         reverse(table, slot)
         from_src = True
     side = 0 if from_src else 1
     ts = ts_us[row]
-    if not state[slot, f.HAS_PACKETS]:
-        state[slot, f.HAS_PACKETS] = 1
-        state[slot, f.STIME] = ts
-        state[slot, f.LTIME] = ts
-    elif ts > state[slot, f.LTIME]:
-        state[slot, f.LTIME] = ts
-    elif ts < state[slot, f.STIME]:
-        state[slot, f.STIME] = ts
+    if not flow.has_packets:
+        flow.has_packets = 1
+        flow.stime = ts
+        flow.ltime = ts
+    elif ts > flow.ltime:
+        flow.ltime = ts
+    elif ts < flow.stime:
+        flow.stime = ts
     payload_len = fields[row, c.PAYLOAD_LEN]
     fragment = fields[row, c.FRAGMENT]
-    sides[slot, side, f.PKTS] += 1
-    sides[slot, side, f.BYTES] += fields[row, c.BYTES]
-    sides[slot, side, f.APPBYTES] += payload_len
-    sides[slot, side, f.TTL] = fields[row, c.TTL]
-    sides[slot, side, f.TOS] = fields[row, c.TOS]
-    state[slot, f.ENCAPS] |= fields[row, c.ENCAPSULATION]
-    state[slot, f.IP_OPTIONS] |= fields[row, c.IP_OPTIONS]
+    record = sides[slot, side]
+    record.pkts += 1
+    record.bytes += fields[row, c.BYTES]
+    record.appbytes += payload_len
+    record.ttl = fields[row, c.TTL]
+    record.tos = fields[row, c.TOS]
+    flow.encaps |= fields[row, c.ENCAPSULATION] & f.ENCAPSULATION_MASK
+    flow.ip_options |= fields[row, c.IP_OPTIONS] & 0xFF
     if fragment != FRAG_WHOLE:
-        state[slot, f.FRAGMENTS] = 1
-    if fragment != FRAG_LATER and is_tcp_flow(state, slot):
-        update_tcp(state, sides, slot, side, fields[row, c.TCP_FLAGS], fields[row, c.TCP_SEQ],
+        flow.fragments = 1
+    if fragment != FRAG_LATER and is_tcp_flow(flows, slot):
+        update_tcp(flows, sides, slot, side, fields[row, c.TCP_FLAGS], fields[row, c.TCP_SEQ],
                    payload_len)
-    have = sides[slot, side, f.USER_LEN]
-    take = min(user.shape[2] - have, fields[row, c.PAYLOAD_CAPLEN])
+    take = min(meta[f.M_USER_LIMIT] - np.int64(record.user_len), fields[row, c.PAYLOAD_CAPLEN])
     if take > 0:
-        offset = fields[row, c.PAYLOAD_OFFSET]
-        for k in range(take):
-            user[slot, side, have + k] = buffer[offset + k]
-        sides[slot, side, f.USER_LEN] = have + take
+        append(sides, slot, side, chunks, chunk_next, meta, buffer,
+               fields[row, c.PAYLOAD_OFFSET], take)
 
 
 @njit(cache=True)
 def map_icmp_error(packets, table, row, tables):
     """Mark the flow an ICMP error quotes (flgs column 3) and extend its last time."""
     fields, _, _, _, ts_us, _, _, _, quoted_keys, scratch = packets
-    state = table[5]
+    flows = table[5]
     icmp4_codes, unreachable_codes, icmp6_codes, _, mapped4, mapped6, _ = tables
     slot, _, _ = find_flow(table, quoted_keys, quoted_keys.view(np.uint8), row, scratch)
     if slot < 0:
@@ -228,34 +260,34 @@ def map_icmp_error(packets, table, row, tables):
     sport = fields[row, c.SPORT]
     icmp_type = sport >> 8
     version = fields[row, c.IP_VERSION]
-    state[slot, f.ICMP_MAPPED] = mapped6[icmp_type] if version == 6 else mapped4[icmp_type]
-    state[slot, f.LTIME] = max(state[slot, f.LTIME], ts_us[row])
-    proto = state[slot, f.PROTO]
+    flow = flows[slot]
+    flow.icmp_mapped = mapped6[icmp_type] if version == 6 else mapped4[icmp_type]
+    flow.ltime = max(flow.ltime, ts_us[row])
+    proto = flow.proto
     if proto == P_ICMP or proto == P_ICMPV6:
-        state[slot, f.ICMP_STATE] = icmp_state_code(icmp_type, sport & 0xFF, version,
-                                                    icmp4_codes, unreachable_codes, icmp6_codes)
+        flow.icmp_state = icmp_state_code(icmp_type, sport & 0xFF, version,
+                                          icmp4_codes, unreachable_codes, icmp6_codes)
 
 
 @njit(cache=True)
 def finish(table, out, slot, cause, tables):
     """Emit a flow's current record if it counted any packet."""
-    state = table[5]
-    if state[slot, f.HAS_PACKETS]:
+    if table[5][slot].has_packets:
         emit_record(table, out, slot, cause, tables)
 
 
 @njit(cache=True)
 def emit_record(table, out, slot, cause, tables):
-    _, _, _, slot_keys8, _, state, sides, macs, user, meta = table
+    _, _, _, slot_keys8, _, flows, sides, chunks, chunk_next, meta = table
     records, addrs, rec_macs, flgs, rec_user = out
     icmp4_codes, unreachable_codes, icmp6_codes, encapsulation_codes, _, _, option_codes = tables
-    emit(slot, cause, slot_keys8, state, sides, macs, user, meta, records, addrs, rec_macs,
-         flgs, rec_user,
+    emit(slot, cause, slot_keys8, flows, sides, chunks, chunk_next, meta, records, addrs,
+         rec_macs, flgs, rec_user,
          (icmp4_codes, unreachable_codes, icmp6_codes, encapsulation_codes, option_codes))
 
 
 @njit(cache=True)
-def ends_record(packets, state, sides, slot, row):
+def ends_record(packets, flows, sides, slot, row):
     """Tell whether the packet ends the flow's record before it is counted.
 
     A SYN from the initiator of a reset TCP flow starts the flow anew. argus 3.0.8
@@ -265,11 +297,11 @@ def ends_record(packets, state, sides, slot, row):
     reset split, SYNs after FINs joined); argus may also weigh the time since the close.
     """
     fields, role = packets[0], packets[3]
-    if not is_tcp_flow(state, slot) or (role[row] == 0) != (state[slot, f.SRC_IS_A] == 1):
+    if not is_tcp_flow(flows, slot) or (role[row] == 0) != (flows[slot].src_is_a == 1):
         return False
     if fields[row, c.TCP_FLAGS] & (TCP_SYN | TCP_ACK) != TCP_SYN:
         return False
-    seen = sides[slot, 0, f.TCP_FLAGS] | sides[slot, 1, f.TCP_FLAGS]
+    seen = sides[slot, 0].tcp_flags | sides[slot, 1].tcp_flags
     return (seen & TCP_RST) != 0
 
 
@@ -302,14 +334,14 @@ def find_flow(table, keys, keys8, row, scratch):
 def settle_dns(table, slot, keys, row):
     """Key a pending DNS flow by the transaction id of its first answer."""
     index, hashes, slot_keys, slot_keys8, _, _, sides = table[:7]
-    if slot_keys8[slot, EXTRA] != DNS_PENDING or sides[slot, 1, f.PKTS] == 0:
+    if slot_keys8[slot, EXTRA] != DNS_PENDING or sides[slot, 1].pkts == 0:
         return
     unlink(index, hashes, slot)
     h = hash_key(keys, row)
     _, bucket = find(index, hashes, slot_keys, keys, row, h)
     for k in range(slot_keys.shape[1]):
         slot_keys[slot, k] = keys[row, k]
-    hashes[slot] = h
+    hashes[slot] = h & LOW_BITS
     index[bucket] = slot
 
 
@@ -317,8 +349,10 @@ def settle_dns(table, slot, keys, row):
 def run(start, packets, table, out, tables):
     """Count packets from row ``start`` on; return (RUN_* reason, row to resume at)."""
     fields, keys, keys8, role, ts_us, _, _, _, _, scratch = packets
-    index, hashes, slot_keys, _, free, state, sides, _, _, meta = table
+    index, hashes, slot_keys, _, free, flows, sides, chunks, chunk_next, meta = table
     records = out[0]
+    size = chunks.shape[1]
+    chunks_per_packet = (meta[f.M_USER_LIMIT] + size - 1) // size
     for row in range(start, len(fields)):
         if fields[row, c.MALFORMED] != M_NONE:
             continue
@@ -332,10 +366,12 @@ def run(start, packets, table, out, tables):
             return f.RUN_FULL, row
         if meta[f.M_ACTIVE] >= len(hashes):
             return f.RUN_GROW, row
+        if chunks_free(meta, len(chunk_next)) < chunks_per_packet:
+            return f.RUN_GROW_USER, row
         slot, h, bucket = find_flow(table, keys, keys8, row, scratch)
         sender = role[row]
-        if slot >= 0 and ends_record(packets, state, sides, slot, row):
-            state[slot, f.LTIME] = max(state[slot, f.LTIME], ts)  # ends at the new SYN
+        if slot >= 0 and ends_record(packets, flows, sides, slot, row):
+            flows[slot].ltime = max(flows[slot].ltime, ts)  # ends at the new SYN
             finish(table, out, slot, f.CAUSE_CLOSE, tables)
             new_flow(packets, table, row, slot, sender)
         elif slot < 0:
@@ -359,21 +395,24 @@ def tick(now, cursor, closing, table, out, tables):
     record is at least one interval old is reported. Returns the slot to resume
     at when the record output filled up, else -1.
     """
-    index, hashes, _, _, free, state, sides, _, _, meta = table
+    index, hashes, _, _, free, flows, sides, chunks, chunk_next, meta = table
     records = out[0]
     interval = meta[f.M_INTERVAL]
     for slot in range(cursor, meta[f.M_HIGH_WATER]):
-        if not state[slot, f.IN_USE]:
+        flow = flows[slot]
+        if not flow.in_use:
             continue
         if meta[f.M_RECORDS] >= len(records):
             return slot
-        if closing or now - state[slot, f.LTIME] >= state[slot, f.TIMEOUT]:
+        if closing or now - flow.ltime >= flow.timeout:
             finish(table, out, slot, f.CAUSE_CLOSE, tables)
-            state[slot, f.IN_USE] = 0
+            flow.in_use = 0
+            for side in range(2):
+                release(sides, slot, side, chunk_next, meta, chunks.shape[1])
             remove(index, hashes, free, meta, slot)
-        elif state[slot, f.HAS_PACKETS] and now - state[slot, f.STIME] >= interval:
-            cause = f.CAUSE_START if state[slot, f.FIRST_RECORD] else f.CAUSE_STATUS
+        elif flow.has_packets and now - flow.stime >= interval:
+            cause = f.CAUSE_START if flow.first_record else f.CAUSE_STATUS
             finish(table, out, slot, cause, tables)
-            state[slot, f.FIRST_RECORD] = 0
-            start_record(state, sides, slot, state[slot, f.LTIME])
+            flow.first_record = 0
+            start_record(table, slot, flow.ltime)
     return -1

@@ -1,13 +1,17 @@
-"""Layout of the columnar flow table and of emitted records, and the printed-name tables.
+"""Layout of the flow table and of emitted records, and the printed-name tables.
 
 The flow table keeps one row ("slot") per active flow in a few NumPy arrays:
 
-- ``state`` (slots x FLOW_COLUMNS, int64): flow-wide fields;
-- ``sides`` (slots x 2 x SIDE_COLUMNS, int64): the source (0) and destination (1) direction;
-- ``macs`` (slots x 2 x 6) and ``user`` (slots x 2 x user_data_len bytes).
- Emitted records go
-to the same kind of arrays with RECORD_COLUMNS. The compiled code prints states,
-directions, causes and flgs as small integer codes into the name tables below.
+- ``flows`` (slots, FLOW_DTYPE): flow-wide fields, each in the narrowest type its
+  values allow, and the two MAC addresses;
+- ``sides`` (slots x 2, SIDE_DTYPE): the source (0) and destination (1) direction;
+- user data in chunks of up to 32 bytes from a shared pool, chained per direction,
+  so a flow takes room only for the payload bytes it has captured (see ``userdata``).
+
+Structured rows keep one flow's fields together, so updating a flow touches a few
+cache lines rather than one per field. Emitted records go to int64 arrays with
+RECORD_COLUMNS. The compiled code prints states, directions, causes and flgs as
+small integer codes into the name tables below.
 """
 
 from __future__ import annotations
@@ -23,43 +27,60 @@ from appliance.flows.names import (
     ICMPV6_STATES,
 )
 
-# Flow-wide columns of ``state``.
-ETYPE = 0
-PROTO = 1
-VERSION = 2
-SRC_IS_A = 3  #: 1 when key side A initiated the flow
-VLAN = 4  #: -1 when untagged
-ENCAPS = 5
-STIME = 6
-LTIME = 7
-FIRST_RECORD = 8
-MIDSTREAM = 9
-FRAGMENTS = 10
-ICMP_MAPPED = 11  #: flgs letter (ASCII) of an ICMP error that quoted the flow, 0 = none
-ICMP_STATE = 12  #: state code set by a quoting ICMP error, -1 = none
-SYN_ACK = 13
-ESTABLISHED = 14
-HAS_PACKETS = 15  #: the current record has counted a packet
-ICMP_TYPE = 16
-ICMP_CODE = 17
-TIMEOUT = 18  #: idle timeout in microseconds
-REVERSE_PENDING = 19
-IN_USE = 20
-IP_OPTIONS = 21  #: IpOption flags seen in the record's packets
-FLOW_COLUMNS = 22
+#: Flow-wide fields. No field is uint64, because numba turns arithmetic that mixes
+#: uint64 and int64 into floating point; counters that can grow large are int64.
+FLOW_DTYPE = np.dtype(
+    [
+        ("stime", np.int64),  # microseconds
+        ("ltime", np.int64),
+        ("timeout", np.int32),  # idle timeout in microseconds
+        ("etype", np.uint16),
+        ("vlan", np.int16),  # -1 when untagged
+        ("encaps", np.uint16),  # Encapsulation bits seen
+        ("proto", np.uint8),
+        ("version", np.uint8),
+        ("src_is_a", np.uint8),  # 1 when key side A initiated the flow
+        ("first_record", np.uint8),
+        ("midstream", np.uint8),
+        ("fragments", np.uint8),
+        ("icmp_mapped", np.uint8),  # flgs letter (ASCII) of a quoting ICMP error, 0 = none
+        ("icmp_state", np.int8),  # state code set by a quoting ICMP error, -1 = none
+        ("syn_ack", np.uint8),
+        ("established", np.uint8),
+        ("has_packets", np.uint8),  # the current record has counted a packet
+        ("icmp_type", np.uint8),
+        ("icmp_code", np.uint8),
+        ("reverse_pending", np.uint8),
+        ("in_use", np.uint8),
+        ("ip_options", np.uint8),  # IpOption flags seen in the record's packets
+        ("macs", np.uint8, (2, 6)),  # source and destination MAC
+    ],
+    align=True,
+)
 
-# Per-direction columns of ``sides``.
-PKTS = 0
-BYTES = 1
-APPBYTES = 2
-TTL = 3
-TOS = 4
-USER_LEN = 5
-TCP_FLAGS = 6
-NEXT_SEQ = 7  #: -1 = unknown
-SYN_SEQ = 8  #: -1 = unknown
-RETRANSMITTED = 9
-SIDE_COLUMNS = 10
+#: Bits of a side's ``seq_known``.
+NEXT_SEQ_KNOWN = 1
+SYN_SEQ_KNOWN = 2
+
+#: Per-direction fields.
+SIDE_DTYPE = np.dtype(
+    [
+        ("pkts", np.int64),
+        ("bytes", np.int64),
+        ("appbytes", np.int64),
+        ("next_seq", np.uint32),  # valid when seq_known has NEXT_SEQ_KNOWN
+        ("syn_seq", np.uint32),  # valid when seq_known has SYN_SEQ_KNOWN
+        ("user_head", np.int32),  # first user-data chunk, -1 = none
+        ("user_tail", np.int32),  # last user-data chunk, -1 = none
+        ("user_len", np.uint16),
+        ("ttl", np.uint8),
+        ("tos", np.uint8),
+        ("tcp_flags", np.uint8),
+        ("retransmitted", np.uint8),
+        ("seq_known", np.uint8),
+    ],
+    align=True,
+)
 
 # Columns of an emitted record (``records``, int64).
 R_SEQ = 0
@@ -95,13 +116,18 @@ M_HIGH_WATER = 3  #: slots below this have been used
 M_FREE_TOP = 4  #: entries on the free-slot stack
 M_RECORDS = 5  #: records waiting in the output arrays
 M_INTERVAL = 6  #: status interval in microseconds
-META_SIZE = 7
+M_USER_LIMIT = 7  #: user-data bytes kept per direction (-U)
+M_CHUNK_HIGH = 8  #: user-data chunks below this have been used
+M_CHUNK_FREE = 9  #: first chunk of the free-chunk chain, -1 = none
+M_CHUNKS_FREE = 10  #: chunks on that chain
+META_SIZE = 11
 
 # Reasons the packet loop stops.
 RUN_DONE = 0
 RUN_TICK = 1  #: a status tick is due before this packet
 RUN_FULL = 2  #: the record output arrays are full
 RUN_GROW = 3  #: the slot arrays are full
+RUN_GROW_USER = 4  #: the user-data chunk pool may not hold the next packet's payload
 
 FLGS_WIDTH = 9
 

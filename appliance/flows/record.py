@@ -12,6 +12,7 @@ from appliance.decode.constants import ET_ARP, ET_IPV4, ET_IPV6, P_ICMP, P_ICMPV
 from appliance.flows import layout as f
 from appliance.flows.keys import ADDRESS_A, ADDRESS_B, PORT_A, PORT_B
 from appliance.flows.names import TcpFlag
+from appliance.flows.userdata import copy_out
 
 TCP_SYN = int(TcpFlag.SYN)
 TCP_RST = int(TcpFlag.RST)
@@ -20,9 +21,9 @@ TCP_ACK = int(TcpFlag.ACK)
 
 
 @njit(cache=True)
-def is_tcp(state, slot):
-    etype = state[slot, f.ETYPE]
-    return state[slot, f.PROTO] == P_TCP and (etype == ET_IPV4 or etype == ET_IPV6)
+def is_tcp(flows, slot):
+    etype = flows[slot].etype
+    return flows[slot].proto == P_TCP and (etype == ET_IPV4 or etype == ET_IPV6)
 
 
 @njit(cache=True)
@@ -36,53 +37,53 @@ def icmp_state_code(icmp_type, code, version, icmp4_codes, unreachable_codes, ic
 
 
 @njit(cache=True)
-def tcp_state(state, sides, slot):
-    flags = sides[slot, 0, f.TCP_FLAGS] | sides[slot, 1, f.TCP_FLAGS]
+def tcp_state(flows, sides, slot):
+    flags = sides[slot, 0].tcp_flags | sides[slot, 1].tcp_flags
     if flags & TCP_RST:
         return f.ST_RST
     if flags & TCP_FIN:
         return f.ST_FIN
-    if state[slot, f.ESTABLISHED] or state[slot, f.MIDSTREAM]:
+    if flows[slot].established or flows[slot].midstream:
         return f.ST_CON
-    if state[slot, f.SYN_ACK]:
+    if flows[slot].syn_ack:
         return f.ST_ACC
-    if sides[slot, 0, f.TCP_FLAGS] & TCP_SYN:
+    if sides[slot, 0].tcp_flags & TCP_SYN:
         return f.ST_REQ
-    if sides[slot, 0, f.PKTS] and sides[slot, 1, f.PKTS]:
+    if sides[slot, 0].pkts and sides[slot, 1].pkts:
         return f.ST_CON
     return f.ST_INT
 
 
 @njit(cache=True)
-def flow_state(state, sides, slot, icmp4_codes, unreachable_codes, icmp6_codes):
+def flow_state(flows, sides, slot, icmp4_codes, unreachable_codes, icmp6_codes):
     """Return the state code of the current record."""
-    if state[slot, f.ICMP_STATE] >= 0:
-        return state[slot, f.ICMP_STATE]
-    if is_tcp(state, slot):
-        return tcp_state(state, sides, slot)
-    proto = state[slot, f.PROTO]
-    etype = state[slot, f.ETYPE]
+    if flows[slot].icmp_state >= 0:
+        return flows[slot].icmp_state
+    if is_tcp(flows, slot):
+        return tcp_state(flows, sides, slot)
+    proto = flows[slot].proto
+    etype = flows[slot].etype
     if (proto == P_ICMP or proto == P_ICMPV6) and (etype == ET_IPV4 or etype == ET_IPV6):
-        return icmp_state_code(state[slot, f.ICMP_TYPE], state[slot, f.ICMP_CODE],
-                               state[slot, f.VERSION], icmp4_codes, unreachable_codes,
+        return icmp_state_code(flows[slot].icmp_type, flows[slot].icmp_code,
+                               flows[slot].version, icmp4_codes, unreachable_codes,
                                icmp6_codes)
-    src = sides[slot, 0, f.PKTS]
-    if src and sides[slot, 1, f.PKTS]:
+    src = sides[slot, 0].pkts
+    if src and sides[slot, 1].pkts:
         return f.ST_CON
     if src:
-        return f.ST_INT if state[slot, f.FIRST_RECORD] else f.ST_REQ
+        return f.ST_INT if flows[slot].first_record else f.ST_REQ
     return f.ST_RSP
 
 
 @njit(cache=True)
-def flow_direction(state, sides, slot):
+def flow_direction(flows, sides, slot):
     """Return the dir code: who carried packets, and whether the initiator is certain."""
-    if state[slot, f.ETYPE] == ET_ARP:
+    if flows[slot].etype == ET_ARP:
         return f.DIR_WHO
-    src = sides[slot, 0, f.PKTS] > 0
-    both = src and sides[slot, 1, f.PKTS] > 0
-    if is_tcp(state, slot):
-        if state[slot, f.MIDSTREAM]:
+    src = sides[slot, 0].pkts > 0
+    both = src and sides[slot, 1].pkts > 0
+    if is_tcp(flows, slot):
+        if flows[slot].midstream:
             if both:
                 return f.DIR_MID_BOTH
             return f.DIR_MID_FORWARD if src else f.DIR_MID_BACK
@@ -93,24 +94,24 @@ def flow_direction(state, sides, slot):
 
 
 @njit(cache=True)
-def write_flgs(state, sides, slot, encapsulation_codes, option_codes, flgs, out):
+def write_flgs(flows, sides, slot, encapsulation_codes, option_codes, flgs, out):
     """Write the nine positional flgs characters of a flow into ``flgs[out]``."""
     for k in range(f.FLGS_WIDTH):
         flgs[out, k] = 32
-    flgs[out, 1] = encapsulation_codes[state[slot, f.ENCAPS] & f.ENCAPSULATION_MASK]
-    if state[slot, f.ICMP_MAPPED]:
-        flgs[out, 2] = state[slot, f.ICMP_MAPPED]
-    source = sides[slot, 0, f.RETRANSMITTED]
-    destination = sides[slot, 1, f.RETRANSMITTED]
+    flgs[out, 1] = encapsulation_codes[flows[slot].encaps & f.ENCAPSULATION_MASK]
+    if flows[slot].icmp_mapped:
+        flgs[out, 2] = flows[slot].icmp_mapped
+    source = sides[slot, 0].retransmitted
+    destination = sides[slot, 1].retransmitted
     if source and destination:
         flgs[out, 3] = 42  # '*'
     elif source:
         flgs[out, 3] = 115  # 's'
     elif destination:
         flgs[out, 3] = 100  # 'd'
-    if state[slot, f.FRAGMENTS]:
+    if flows[slot].fragments:
         flgs[out, 6] = 70  # 'F'
-    flgs[out, 7] = option_codes[state[slot, f.IP_OPTIONS] & 0x7F]
+    flgs[out, 7] = option_codes[flows[slot].ip_options & 0x7F]
 
 
 @njit(cache=True)
@@ -119,11 +120,11 @@ def port_at(slot_keys8, slot, pos):
 
 
 @njit(cache=True)
-def write_sides(slot_keys8, state, slot, records, addrs, out):
+def write_sides(slot_keys8, flows, slot, records, addrs, out):
     """Write saddr, sport, daddr and dport, oriented from the flow's initiator."""
     first, second = ADDRESS_A, ADDRESS_B
     first_port, second_port = PORT_A, PORT_B
-    if not state[slot, f.SRC_IS_A]:
+    if not flows[slot].src_is_a:
         first, second = ADDRESS_B, ADDRESS_A
         first_port, second_port = PORT_B, PORT_A
     for k in range(16):
@@ -134,34 +135,32 @@ def write_sides(slot_keys8, state, slot, records, addrs, out):
 
 
 @njit(cache=True)
-def emit(slot, cause, slot_keys8, state, sides, macs, user, meta, records, addrs, rec_macs,
-         flgs, rec_user, tables):
+def emit(slot, cause, slot_keys8, flows, sides, chunks, chunk_next, meta, records, addrs,
+         rec_macs, flgs, rec_user, tables):
     """Append the current record of a flow to the output arrays."""
     icmp4_codes, unreachable_codes, icmp6_codes, encapsulation_codes, option_codes = tables
     out = meta[f.M_RECORDS]
     meta[f.M_RECORDS] += 1
     records[out, f.R_SEQ] = meta[f.M_NEXT_SEQ]
     meta[f.M_NEXT_SEQ] += 1
-    records[out, f.R_STIME] = state[slot, f.STIME]
-    records[out, f.R_LTIME] = state[slot, f.LTIME]
-    records[out, f.R_ETYPE] = state[slot, f.ETYPE]
-    records[out, f.R_PROTO] = state[slot, f.PROTO]
-    records[out, f.R_VLAN] = state[slot, f.VLAN]
-    records[out, f.R_DIR] = flow_direction(state, sides, slot)
-    records[out, f.R_STATE] = flow_state(state, sides, slot, icmp4_codes, unreachable_codes,
+    records[out, f.R_STIME] = flows[slot].stime
+    records[out, f.R_LTIME] = flows[slot].ltime
+    records[out, f.R_ETYPE] = flows[slot].etype
+    records[out, f.R_PROTO] = flows[slot].proto
+    records[out, f.R_VLAN] = flows[slot].vlan
+    records[out, f.R_DIR] = flow_direction(flows, sides, slot)
+    records[out, f.R_STATE] = flow_state(flows, sides, slot, icmp4_codes, unreachable_codes,
                                          icmp6_codes)
     records[out, f.R_CAUSE] = cause
-    write_sides(slot_keys8, state, slot, records, addrs, out)
-    write_flgs(state, sides, slot, encapsulation_codes, option_codes, flgs, out)
+    write_sides(slot_keys8, flows, slot, records, addrs, out)
+    write_flgs(flows, sides, slot, encapsulation_codes, option_codes, flgs, out)
     for side in range(2):
-        records[out, f.R_SPKTS + side] = sides[slot, side, f.PKTS]
-        records[out, f.R_SBYTES + side] = sides[slot, side, f.BYTES]
-        records[out, f.R_SAPPBYTES + side] = sides[slot, side, f.APPBYTES]
-        records[out, f.R_STTL + side] = sides[slot, side, f.TTL]
-        records[out, f.R_STOS + side] = sides[slot, side, f.TOS]
-        length = sides[slot, side, f.USER_LEN]
-        records[out, f.R_SUSER_LEN + side] = length
-        for k in range(length):
-            rec_user[out, side, k] = user[slot, side, k]
+        records[out, f.R_SPKTS + side] = sides[slot, side].pkts
+        records[out, f.R_SBYTES + side] = sides[slot, side].bytes
+        records[out, f.R_SAPPBYTES + side] = sides[slot, side].appbytes
+        records[out, f.R_STTL + side] = sides[slot, side].ttl
+        records[out, f.R_STOS + side] = sides[slot, side].tos
+        records[out, f.R_SUSER_LEN + side] = copy_out(sides, slot, side, chunks, chunk_next,
+                                                      rec_user, out)
         for k in range(6):
-            rec_macs[out, side, k] = macs[slot, side, k]
+            rec_macs[out, side, k] = flows[slot].macs[side, k]

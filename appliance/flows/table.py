@@ -22,14 +22,16 @@ from appliance.flows.hashtable import KEY_WORDS, rebuild
 from appliance.flows.kernel import MICROSECONDS, TIMEOUT_ICMP, run, tick
 from appliance.flows.keys import KEY_LEN, build_keys
 from appliance.flows.settings import CaptureSettings
+from appliance.flows.userdata import chunk_len
 from appliance.pcapio import PacketBatch
 
 log = logging.getLogger(__name__)
 
-#: Slots allocated at first; the table doubles when they are all in use.
+#: Slots allocated at first. The table grows by a quarter when they are all in use, so
+#: at most a fifth of the slots stand empty after a growth.
 INITIAL_SLOTS = 4096
-#: Upper bound of the first user-data slab, so a large -U starts small.
-INITIAL_USER_BYTES = 1 << 24
+#: User-data chunks allocated at first (with -U). The pool grows by a quarter when short.
+INITIAL_CHUNKS = 4096
 #: How long a first fragment's flow key is remembered for later fragments.
 FRAGMENT_TIMEOUT_US = TIMEOUT_ICMP * MICROSECONDS
 #: Name tables the compiled code looks printed fields up in.
@@ -40,24 +42,28 @@ NAME_TABLES = (
 
 
 class FlowTable:
-    """Flow state in NumPy arrays, one slot per active flow, and its hash index."""
+    """Flow state in NumPy arrays, one slot per active flow, its hash index and user data.
 
-    def __init__(self, user_data_len: int, slots: int | None = None) -> None:
-        if slots is None:
-            slots = max(64, min(INITIAL_SLOTS, INITIAL_USER_BYTES // (2 * user_data_len + 1)))
+    The slot arrays grow in place with ``ndarray.resize``, which calls realloc. glibc
+    remaps a large (mmap-backed) block instead of copying it, so growing does not
+    hold the old and the new arrays at once. Only the hash index is built anew at
+    each growth.
+    """
+
+    def __init__(self, user_data_len: int, slots: int = INITIAL_SLOTS) -> None:
         self.user_data_len = user_data_len
         self.meta = np.zeros(f.META_SIZE, dtype=np.int64)
-        self._allocate(slots)
-
-    def _allocate(self, slots: int) -> None:
-        self.index = np.full(2 * slots, -1, dtype=np.int64)
-        self.hashes = np.zeros(slots, dtype=np.uint64)
+        self.meta[f.M_USER_LIMIT] = user_data_len
+        self.meta[f.M_CHUNK_FREE] = -1
+        self.hashes = np.zeros(slots, dtype=np.uint32)
         self.keys = np.zeros((slots, KEY_WORDS), dtype=np.uint64)
-        self.free = np.zeros(slots, dtype=np.int64)
-        self.state = np.zeros((slots, f.FLOW_COLUMNS), dtype=np.int64)
-        self.sides = np.zeros((slots, 2, f.SIDE_COLUMNS), dtype=np.int64)
-        self.macs = np.zeros((slots, 2, 6), dtype=np.uint8)
-        self.user = np.zeros((slots, 2, self.user_data_len), dtype=np.uint8)
+        self.free = np.zeros(slots, dtype=np.int32)
+        self.flows = np.zeros(slots, dtype=f.FLOW_DTYPE)
+        self.sides = np.zeros((slots, 2), dtype=f.SIDE_DTYPE)
+        self.index = _empty_index(slots)
+        chunks = INITIAL_CHUNKS if user_data_len else 0
+        self.chunks = np.zeros((chunks, chunk_len(user_data_len)), dtype=np.uint8)
+        self.chunk_next = np.zeros(chunks, dtype=np.int32)
 
     @property
     def slots(self) -> int:
@@ -65,27 +71,51 @@ class FlowTable:
 
     @property
     def arrays(self) -> tuple:
+        """The arrays the compiled code works on; fetch them again after any growth."""
         return (self.index, self.hashes, self.keys, self.keys.view(np.uint8), self.free,
-                self.state, self.sides, self.macs, self.user, self.meta)
+                self.flows, self.sides, self.chunks, self.chunk_next, self.meta)
 
     def grow(self) -> None:
-        """Double the slots, keeping every flow in the slot it had."""
-        old = (self.hashes, self.keys, self.free, self.state, self.sides, self.macs, self.user)
-        used = self.slots
-        self._allocate(2 * used)
-        for new, previous in zip(
-            (self.hashes, self.keys, self.free, self.state, self.sides, self.macs, self.user),
-            old, strict=True,
-        ):
-            new[:used] = previous
-        rebuild(self.index, self.hashes, self.state[:, f.IN_USE])
-        log.debug("flow table grown to %d slots", self.slots)
+        """Add a quarter more slots, keeping every flow in the slot it had."""
+        slots = self.slots + max(1, self.slots // 4)
+        for array in (self.hashes, self.keys, self.free, self.flows, self.sides):
+            _resize(array, slots)
+        self.index = None  # release the old index before the new one is filled
+        self.index = _empty_index(slots)
+        rebuild(self.index, self.hashes, self.flows["in_use"])
+        log.debug("flow table grown to %d slots", slots)
+
+    def grow_user(self) -> None:
+        """Add a quarter more user-data chunks (at least what one packet can need)."""
+        capacity = len(self.chunk_next)
+        per_packet = -(-self.user_data_len // self.chunks.shape[1])
+        capacity += max(capacity // 4, per_packet, INITIAL_CHUNKS)
+        _resize(self.chunks, capacity)
+        _resize(self.chunk_next, capacity)
+        log.debug("user-data pool grown to %d chunks", capacity)
 
     def bytes_per_slot(self) -> int:
-        """Memory held per flow slot, the hash index included."""
-        arrays = (self.index, self.hashes, self.keys, self.free, self.state, self.sides,
-                  self.macs, self.user)
+        """Memory held per flow slot, the hash index included and the user-data pool not."""
+        arrays = (self.index, self.hashes, self.keys, self.free, self.flows, self.sides)
         return sum(array.nbytes for array in arrays) // self.slots
+
+    def user_bytes(self) -> int:
+        """Memory held by the user-data pool."""
+        return self.chunks.nbytes + self.chunk_next.nbytes
+
+
+def _empty_index(slots: int) -> np.ndarray:
+    """Return an index with the smallest power of two of buckets that is at least 2 x slots."""
+    buckets = 1 << (2 * slots - 1).bit_length()
+    return np.full(buckets, -1, dtype=np.int32)
+
+
+def _resize(array: np.ndarray, rows: int) -> None:
+    """Give ``array`` ``rows`` rows in place, the new ones zero.
+
+    Views of the array taken before this call must not be used after it.
+    """
+    array.resize((rows, *array.shape[1:]), refcheck=False)
 
 
 class FlowMeter:
@@ -164,6 +194,8 @@ class FlowMeter:
                 self._advance_clock(int(ts_us[row]))
             elif reason == f.RUN_FULL:
                 self._drain()
+            elif reason == f.RUN_GROW_USER:
+                self.table.grow_user()
             else:
                 self.table.grow()
 
