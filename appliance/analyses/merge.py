@@ -37,6 +37,7 @@ from appliance.analyses.keys import (
     words_to_addresses,
     words_to_macs,
 )
+from appliance.analyses.shortstrings import ShortStringCoder
 from appliance.records import FLOW_SCHEMA, TIMESTAMP
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ class StringCodes:
     def __init__(self, limit: int | None = None) -> None:
         self.index: dict[str, int] = {}
         self.limit = limit
+        self._short: ShortStringCoder | None = ShortStringCoder(limit) if limit else None
 
     @property
     def texts(self) -> list[str]:
@@ -114,6 +116,16 @@ class StringCodes:
 
     def encode(self, column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         """Return a batch's (int64 codes, valid); nulls get code 0 and valid False."""
+        if self._short is not None:
+            valid = np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=bool) \
+                if column.null_count else np.ones(len(column), dtype=bool)
+            codes = self._short.code(column, valid)
+            if codes is not None:
+                for text in self._short.texts[len(self.index):]:
+                    self.index[text] = len(self.index)
+                return codes, valid
+            # A long value or too many texts: Arrow's dictionary encoding from here on.
+            self._short = None
         encoded = pc.dictionary_encode(column)
         mapping = np.array([self.index.setdefault(text, len(self.index))
                             for text in encoded.dictionary.to_pylist()] or [0], dtype=np.int64)
