@@ -19,7 +19,9 @@ import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cache
+from itertools import islice
+from types import ModuleType
 
 import numpy as np
 import pyarrow as pa
@@ -72,7 +74,7 @@ class RenderOptions:
     rmon: bool = False
 
 
-class _Columns:
+class RecordColumns:
     """The record columns as Python lists, converted once and shared by formatters."""
 
     def __init__(self, table: pa.Table) -> None:
@@ -92,7 +94,7 @@ class _Columns:
         return self._cache[name]
 
 
-Formatter = Callable[[_Columns, RenderOptions, str], list[str]]
+Formatter = Callable[[RecordColumns, RenderOptions, str], list[str]]
 
 
 def format_time(micros: int | None, options: RenderOptions) -> str:
@@ -125,34 +127,34 @@ def format_float(value: float | None, options: RenderOptions) -> str:
 
 
 def _number(name: str) -> Formatter:
-    def formatter(columns: _Columns, options: RenderOptions, item: str) -> list[str]:
+    def formatter(columns: RecordColumns, options: RenderOptions, item: str) -> list[str]:
         return ["" if value is None else str(value) for value in columns[name]]
 
     return formatter
 
 
 def _text(name: str) -> Formatter:
-    def formatter(columns: _Columns, options: RenderOptions, item: str) -> list[str]:
+    def formatter(columns: RecordColumns, options: RenderOptions, item: str) -> list[str]:
         return ["" if value is None else str(value) for value in columns[name]]
 
     return formatter
 
 
 def _time(name: str) -> Formatter:
-    def formatter(columns: _Columns, options: RenderOptions, item: str) -> list[str]:
+    def formatter(columns: RecordColumns, options: RenderOptions, item: str) -> list[str]:
         return [format_time(value, options) for value in columns[name]]
 
     return formatter
 
 
-def _duration(columns: _Columns, options: RenderOptions, item: str) -> list[str]:
+def _duration(columns: RecordColumns, options: RenderOptions, item: str) -> list[str]:
     return [
         format_float(None if start is None or last is None else (last - start) / 1e6, options)
         for start, last in zip(columns["stime"], columns["ltime"], strict=True)
     ]
 
 
-def _seconds(columns: _Columns) -> list[float | None]:
+def _seconds(columns: RecordColumns) -> list[float | None]:
     return [
         None if start is None or last is None else (last - start) / 1e6
         for start, last in zip(columns["stime"], columns["ltime"], strict=True)
@@ -162,7 +164,7 @@ def _seconds(columns: _Columns) -> list[float | None]:
 def _rate(packets_name: str) -> Formatter:
     """Packets per second as ra computes it: (packets - 1) / duration, 0 for one packet."""
 
-    def formatter(columns: _Columns, options: RenderOptions, item: str) -> list[str]:
+    def formatter(columns: RecordColumns, options: RenderOptions, item: str) -> list[str]:
         texts = []
         for packets, seconds in zip(columns[packets_name], _seconds(columns), strict=True):
             rate = (packets - 1) / seconds if packets and seconds else 0.0
@@ -181,7 +183,7 @@ def _direction_load(packets: int | None, octets: int | None, seconds: float | No
 def _load(sides: tuple[str, ...]) -> Formatter:
     """Bits per second as ra computes it: per direction bytes*8*(pkts-1)/pkts/dur, summed."""
 
-    def formatter(columns: _Columns, options: RenderOptions, item: str) -> list[str]:
+    def formatter(columns: RecordColumns, options: RenderOptions, item: str) -> list[str]:
         seconds = _seconds(columns)
         texts = []
         for row in range(columns.rows):
@@ -196,7 +198,7 @@ def _load(sides: tuple[str, ...]) -> Formatter:
     return formatter
 
 
-def _appbytes(columns: _Columns, options: RenderOptions, item: str) -> list[str]:
+def _appbytes(columns: RecordColumns, options: RenderOptions, item: str) -> list[str]:
     return [
         "" if src is None and dst is None else str((src or 0) + (dst or 0))
         for src, dst in zip(columns["sappbytes"], columns["dappbytes"], strict=True)
@@ -219,7 +221,7 @@ def protocol_name(etype: int | None, proto: int | None, address: bytes | None,
     return ETHERTYPE_NAMES.get(number, str(number))
 
 
-def _proto(columns: _Columns, options: RenderOptions, item: str) -> list[str]:
+def _proto(columns: RecordColumns, options: RenderOptions, item: str) -> list[str]:
     return [
         protocol_name(etype, proto, saddr, options.numeric)
         for etype, proto, saddr in zip(columns["etype"], columns["proto"], columns["saddr"],
@@ -228,7 +230,7 @@ def _proto(columns: _Columns, options: RenderOptions, item: str) -> list[str]:
 
 
 def _address(side: str) -> Formatter:
-    def formatter(columns: _Columns, options: RenderOptions, item: str) -> list[str]:
+    def formatter(columns: RecordColumns, options: RenderOptions, item: str) -> list[str]:
         texts = []
         for etype, address, mac in zip(columns["etype"], columns[f"{side}addr"],
                                        columns[f"{side}mac"], strict=True):
@@ -245,13 +247,14 @@ def _address(side: str) -> Formatter:
 
 
 def _mac(name: str) -> Formatter:
-    def formatter(columns: _Columns, options: RenderOptions, item: str) -> list[str]:
+    def formatter(columns: RecordColumns, options: RenderOptions, item: str) -> list[str]:
         return ["" if mac is None else mac_to_text(mac) for mac in columns[name]]
 
     return formatter
 
 
-@lru_cache(maxsize=4096)
+# Unbounded, but contains at most one entry per port and protocol name (4 x 65,536).
+@cache
 def service_name(port: int, protocol: str) -> str:
     """Return the service name of a port from the system services table, or the number."""
     try:
@@ -293,7 +296,7 @@ def _icmp_port_text(side: str, proto: int, sport: int, value: int, numeric: int)
 
 
 def _port(side: str) -> Formatter:
-    def formatter(columns: _Columns, options: RenderOptions, item: str) -> list[str]:
+    def formatter(columns: RecordColumns, options: RenderOptions, item: str) -> list[str]:
         return [
             port_text(side, etype, proto, saddr, sport, dport, options.numeric)
             for etype, proto, saddr, sport, dport in zip(
@@ -307,7 +310,7 @@ def _port(side: str) -> Formatter:
 def _per_direction(name: str, packets_name: str) -> Formatter:
     """A per-direction header value (TTL, TOS), blank when that direction sent nothing."""
 
-    def formatter(columns: _Columns, options: RenderOptions, item: str) -> list[str]:
+    def formatter(columns: RecordColumns, options: RenderOptions, item: str) -> list[str]:
         return [
             "" if value is None or not packets else str(value)
             for value, packets in zip(columns[name], columns[packets_name], strict=True)
@@ -316,7 +319,7 @@ def _per_direction(name: str, packets_name: str) -> Formatter:
     return formatter
 
 
-def _srcid(columns: _Columns, options: RenderOptions, item: str) -> list[str]:
+def _srcid(columns: RecordColumns, options: RenderOptions, item: str) -> list[str]:
     return [value or "0.0.0.0" for value in columns["srcid"]]
 
 
@@ -328,7 +331,7 @@ def ascii_text(data: bytes) -> str:
 def _user_data(name: str) -> Formatter:
     prefix = name[0]
 
-    def formatter(columns: _Columns, options: RenderOptions, item: str) -> list[str]:
+    def formatter(columns: RecordColumns, options: RenderOptions, item: str) -> list[str]:
         limit = split_field(item)[1] or CATALOGUE[name].width
         tcp = [proto == 6 for proto in columns["proto"]]
         texts = []
@@ -357,7 +360,7 @@ def _dns_user_text(prefix: str, data: bytes, tcp: bool, width: int,
     return text.ljust(width) if options.delimiter is not None else text
 
 
-def _flags(columns: _Columns, options: RenderOptions, item: str) -> list[str]:
+def _flags(columns: RecordColumns, options: RenderOptions, item: str) -> list[str]:
     texts = []
     for value in columns["flgs"]:
         text = (value or "").rstrip()
@@ -367,7 +370,7 @@ def _flags(columns: _Columns, options: RenderOptions, item: str) -> list[str]:
     return texts
 
 
-def _direction(columns: _Columns, options: RenderOptions, item: str) -> list[str]:
+def _direction(columns: RecordColumns, options: RenderOptions, item: str) -> list[str]:
     texts = []
     for value in columns["dir"]:
         text = (value or "").strip()
@@ -433,7 +436,17 @@ def fit(text: str, width: int, align: Align) -> str:
 
 def column_texts(table: pa.Table, fields: list[str], options: RenderOptions) -> list[list[str]]:
     """Return the unpadded text of every printed field, one list per field."""
-    columns = _Columns(table)
+    texts: list[list[str]] = [[] for _ in fields]
+    for columns in _render_fast().column_batches(table, fields, options):
+        for collected, column in zip(texts, columns, strict=True):
+            collected.extend(column.to_pylist())
+    return texts
+
+
+def column_texts_by_row(table: pa.Table, fields: list[str],
+                        options: RenderOptions) -> list[list[str]]:
+    """Return what ``column_texts`` returns, formatting every value with the row-wise code."""
+    columns = RecordColumns(table)
     texts = []
     for item in fields:
         name, _ = split_field(item)
@@ -445,10 +458,7 @@ def to_rows(table: pa.Table, fields: list[str], options: RenderOptions) -> list[
     """Return one dict per record mapping each printed field name to its text."""
     names = [split_field(item)[0] for item in fields]
     texts = column_texts(table, fields, options)
-    return [
-        {name: column[row] for name, column in zip(names, texts, strict=True)}
-        for row in range(table.num_rows)
-    ]
+    return [dict(zip(names, values, strict=True)) for values in zip(*texts, strict=True)]
 
 
 #: Header labels of racluster -M rmon output, where each record is one host.
@@ -498,6 +508,21 @@ def _fixed_line(fields: list[str], row: list[str], options: RenderOptions) -> st
     return "".join(parts).rstrip()
 
 
+def _render_fast() -> ModuleType:
+    # The column-at-once formatters fall back on this module's row-wise ones, so
+    # they import this module and cannot be imported at its top.
+    from appliance.query import render_fast
+
+    return render_fast
+
+
+def _header_rows(options: RenderOptions) -> int | None:
+    """Return how many records go between headers (0: header once, None: no header)."""
+    if options.labels < 0:
+        return None
+    return options.labels
+
+
 def render_lines(table: pa.Table, fields: list[str], options: RenderOptions) -> Iterator[str]:
     """Yield ra's text output for ``table``: the header (per ``-L``) and one line per record.
 
@@ -505,7 +530,43 @@ def render_lines(table: pa.Table, fields: list[str], options: RenderOptions) -> 
     """
     if table.num_rows == 0:
         return
-    texts = column_texts(table, fields, options)
+    header = header_line(fields, options)
+    every = _header_rows(options)
+    if every == 0:
+        yield header
+    row = 0
+    for lines in _render_fast().line_batches(table, fields, options):
+        texts = lines.to_pylist()
+        if not every:
+            yield from texts
+            continue
+        first = -row % every
+        yield from texts[:first]
+        for offset in range(first, len(texts), every):
+            yield header
+            yield from texts[offset: offset + every]
+        row += len(texts)
+
+
+def render_text(table: pa.Table, fields: list[str], options: RenderOptions) -> Iterator[str]:
+    """Yield the output of ``render_lines`` as blocks of many newline-terminated lines.
+
+    Writing a few large blocks is much faster than writing one line at a time.
+    """
+    lines = render_lines(table, fields, options)
+    while block := list(islice(lines, _BLOCK_LINES)):
+        yield "\n".join(block) + "\n"
+
+
+_BLOCK_LINES = 65_536
+
+
+def render_lines_by_row(table: pa.Table, fields: list[str],
+                        options: RenderOptions) -> Iterator[str]:
+    """Yield what ``render_lines`` yields, formatting every value and line with row-wise code."""
+    if table.num_rows == 0:
+        return
+    texts = column_texts_by_row(table, fields, options)
     header = header_line(fields, options)
     for row in range(table.num_rows):
         if options.labels == 0 and row == 0 or options.labels > 0 and row % options.labels == 0:
