@@ -119,8 +119,11 @@ def test_prefix_key_buckets_addresses() -> None:
         flow("10.1.2.3", "1.1.1.1"), flow("10.1.2.200", "1.1.1.1"), flow("10.1.3.1", "1.1.1.1")
     )
     clustered = cluster_records(records, ["saddr/24"]).to_pylist()
-    assert [address_to_text(row["saddr"]) for row in clustered] == ["10.1.2.0", "10.1.3.1"]
+    # argus prints the network of the mask, also for a group of one record.
+    assert [address_to_text(row["saddr"]) for row in clustered] == ["10.1.2.0", "10.1.3.0"]
     assert [row["trans"] for row in clustered] == [2, 1]
+    wider = cluster_records(records, ["saddr/16"]).to_pylist()
+    assert [address_to_text(row["saddr"]) for row in wider] == ["10.1.0.0"]
 
 
 def test_prefix_key_counts_ipv4_bits() -> None:
@@ -136,7 +139,20 @@ def test_tcp_state_priority() -> None:
     ])
     merged = cluster_records(records, ["saddr", "daddr"]).to_pylist()[0]
     assert merged["state"] == "RST"
-    assert merged["dir"] == "<->"
+    # Every member is sure of its direction (->), so the merged record keeps it, as
+    # argus's racluster does for TCP flows seen both ways.
+    assert merged["dir"] == "->"
+
+
+def test_dir_from_counts_when_members_disagree() -> None:
+    records = make_table(
+        flow("10.0.0.1", "10.0.0.2", proto=17, dir="->", dpkts=1, pkts=2),
+        flow("10.0.0.1", "10.0.0.2", proto=17, sport=1001, dir="<-", dpkts=1, pkts=2),
+        flow("10.0.0.3", "10.0.0.4", proto=6, dir="<?>", dpkts=1, pkts=2),
+        flow("10.0.0.3", "10.0.0.4", proto=6, sport=1001, dir="->", dpkts=1, pkts=2),
+    )
+    merged = cluster_records(records, ["saddr", "daddr"]).to_pylist()
+    assert [row["dir"] for row in merged] == ["<->", "->"]
 
 
 def test_udp_state_from_directions() -> None:

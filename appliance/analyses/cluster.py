@@ -181,7 +181,12 @@ class _KeyColumns:
                 words[field] = address_words(batch.column(self.names.index(field)))
             high, low, _ = words[field]
             if prefix is not None:
-                high, low = mask_words(high, low, prefix_mask_bits(high, low, prefix))
+                # ARP flows keep their whole addresses under a mask, as in argus.
+                masked_high, masked_low = mask_words(high, low,
+                                                     prefix_mask_bits(high, low, prefix))
+                arp = etype == ADDRESS_ETYPES[2]
+                high = np.where(arp, high, masked_high)
+                low = np.where(arp, low, masked_low)
             if every_ip:
                 columns += [high, low]
                 continue

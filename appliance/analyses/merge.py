@@ -34,11 +34,12 @@ from appliance.analyses.keys import (
     common_prefix_length,
     mac_words,
     mask_words,
+    prefix_mask_bits,
     words_to_addresses,
     words_to_macs,
 )
 from appliance.analyses.shortstrings import ShortStringCoder
-from appliance.records import FLOW_SCHEMA, TIMESTAMP
+from appliance.records import FLOW_SCHEMA, TIMESTAMP, EtherType
 
 log = logging.getLogger(__name__)
 
@@ -400,6 +401,12 @@ class Merger:
             return self._equal_strings(name)
         low, high, seen = self.scan.bounds[name][0]
         equal = seen & (low == high)
+        if name == "etype":
+            # IPv4 and IPv6 members merge into an IPv6 prefix (their common prefix of
+            # IPv4-mapped and IPv6 addresses), so the record stays an IP flow.
+            mixed_ip = seen & (low == int(EtherType.IPV4)) & (high == int(EtherType.IPV6))
+            low = np.where(mixed_ip, np.uint64(int(EtherType.IPV6)), low)
+            equal = equal | mixed_ip
         if zero:
             return pa.array(np.where(equal, low, 0)).cast(field.type)
         return pa.array(low, mask=~equal).cast(field.type)
@@ -421,6 +428,15 @@ class Merger:
             return self.groups.take(name, self.groups.first)
         (min_high, max_high, seen), (min_low, max_low, _) = self.scan.bounds[name]
         length = common_prefix_length(min_high, min_low, max_high, max_low)
+        prefix = self.address_keys.get(name)
+        if prefix is not None:
+            # A masked key prints at most its network part, as argus does: a /16 group
+            # of 141.142.220.x members prints 141.142.0.0. ARP and non-IP flows (whose
+            # address holds a MAC) are not masked.
+            bits = prefix_mask_bits(min_high, min_low, prefix)
+            etype, _ = numbers(self.groups.take("etype", self.groups.first))
+            ip = (etype == int(EtherType.IPV4)) | (etype == int(EtherType.IPV6))
+            length = np.where(ip, np.minimum(length, bits), length)
         merged_high, merged_low = mask_words(min_high, min_low, length)
         return words_to_addresses(merged_high, merged_low, seen)
 

@@ -3,8 +3,10 @@
 state follows the TCP priority RST > FIN > CLO > TIM > CON > ACC > REQ when every member
 is TCP; otherwise it is derived from the merged packet counts (CON both ways, INT when a
 member was INT, REQ sent only, RSP received only), and the earliest record's state when
-no packet was counted. dir is derived from the merged spkts/dpkts, keeping ARP's ``who``
-and Argus's ``?`` (direction unsure) when every member has it.
+no packet was counted. dir is the members' dir when they agree, members unsure of their
+direction giving way to the others (a TCP flow seen both ways stays ``->``); otherwise it
+is derived from the merged spkts/dpkts, keeping ARP's ``who`` and Argus's ``?`` when every
+member has it.
 """
 
 from __future__ import annotations
@@ -88,6 +90,19 @@ def merged_state(merger: Merger) -> pa.Array:
     return merged
 
 
+def _agreed(members: list[str]) -> int:
+    """The position in DIRECTIONS of the dir the members agree on, else -1.
+
+    Members whose direction is unsure (``?``) give way to those that are sure: a TCP
+    record seen from its start (``->``) and one seen mid-stream (``<?>``) merge to ``->``.
+    """
+    sure = {text for text in members if "?" not in text}
+    agreed = sure if sure else set(members)
+    if len(agreed) == 1 and next(iter(agreed)) in DIRECTIONS:
+        return DIRECTIONS.index(next(iter(agreed)))
+    return -1
+
+
 def merged_dir(merger: Merger) -> pa.Array:
     """Return dir from the merged packet counts, keeping ``who`` and ``?`` as described."""
     groups = merger.groups
@@ -96,6 +111,7 @@ def merged_dir(merger: Merger) -> pa.Array:
         rows = groups.by_rows("dir")
         all_unsure = np.array([all("?" in text for text in row) for row in rows], dtype=bool)
         all_who = np.array([all(text == "who" for text in row) for row in rows], dtype=bool)
+        single = np.array([_agreed(sorted(set(row))) for row in rows], dtype=np.int64)
     else:
         masks, texts = masked
         distinct, inverse = _distinct(masks)
@@ -103,13 +119,16 @@ def merged_dir(merger: Merger) -> pa.Array:
         for mask in distinct.tolist():
             members = _mask_members(mask, texts)
             facts.append((all("?" in text for text in members),
-                          all(text == "who" for text in members)))
-        table = np.array(facts, dtype=bool).reshape(-1, 2)[inverse]
-        all_unsure, all_who = table[:, 0], table[:, 1]
+                          all(text == "who" for text in members),
+                          _agreed(members)))
+        table = np.array(facts, dtype=np.int64).reshape(-1, 3)[inverse]
+        all_unsure, all_who = table[:, 0].astype(bool), table[:, 1].astype(bool)
+        single = table[:, 2]
     spkts, dpkts = merger.sums["spkts"], merger.sums["dpkts"]
     both = (spkts > 0) & (dpkts > 0)
     source = spkts > 0
     choices = np.select(
-        [all_who, both & all_unsure, both, source & all_unsure, source, all_unsure],
-        [0, 1, 2, 3, 4, 5], default=6)
+        [single >= 0, all_who, both & all_unsure, both, source & all_unsure, source,
+         all_unsure],
+        [single, 0, 1, 2, 3, 4, 5], default=6)
     return pa.array(DIRECTIONS).take(pa.array(choices))
