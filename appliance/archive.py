@@ -216,11 +216,15 @@ class ArchiveWriter:
                     table.num_rows)
 
     def write(self, batch: pa.RecordBatch | pa.Table, now: float | None = None) -> None:
-        """Append records, split at period boundaries, rotating first if ``now`` moved on."""
+        """Append records, split at period boundaries, then rotate what ``now`` has ended.
+
+        The records go to the open files first: a batch of records produced while packet
+        time moved past a hold time still reaches the file of its period.
+        """
         now = time.time() if now is None else now
-        self.maybe_rotate(now)
         pieces = split_records(batch, self.rotate_seconds)
         if pieces.num_rows == 0:
+            self.maybe_rotate(now)
             return
         starts = bucket_starts(pieces, self.rotate_seconds)
         periods = [float(start // 1_000_000) if start >= 0 else None
@@ -235,6 +239,7 @@ class ArchiveWriter:
         if self.rotate_bytes and self._writer is not None \
                 and self._writer.size >= self.rotate_bytes:
             self._close_active()
+        self.maybe_rotate(now)
 
     def _write_period(self, pieces: pa.Table, period: float | None, now: float) -> None:
         """Write the pieces of one period (None: no stime) to the file that covers it.

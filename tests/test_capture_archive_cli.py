@@ -28,18 +28,22 @@ def totals(path: Path) -> tuple[int, int, int]:
             pc.sum(table.column("bytes")).as_py())
 
 
-@pytest.mark.parametrize(("name", "rotate", "files"), [
-    ("http-wikipedia.pcap", 3600, 1),
+@pytest.mark.parametrize(("name", "rotate", "status", "files"), [
+    ("http-wikipedia.pcap", 3600, 60, 1),
     # Packet times run from 00:00:xx to 00:03:0x, and records are split at each minute.
-    ("big-synthetic-mix.pcap", 60, 4),
+    ("big-synthetic-mix.pcap", 60, 60, 4),
+    # A read batch spans about 30 s of this capture, close to the 45 s hold of -S 20:
+    # its records must still reach the file of their period.
+    ("big-synthetic-mix.pcap", 60, 20, 4),
 ])
 def test_archive_holds_the_records_of_w(corpus_dir: Path, tmp_path: Path, name: str,
-                                        rotate: int, files: int) -> None:
+                                        rotate: int, status: int, files: int) -> None:
     capture = corpus_dir / name
     single = tmp_path / "single.arrows"
     archive = tmp_path / "archive"
-    assert main(["capture", "-r", str(capture), "-w", str(single), "-A", "-U", "64"]) == 0
-    assert main(["capture", "-r", str(capture), "--archive", str(archive), "-A", "-U", "64",
+    switches = ["-A", "-U", "64", "-S", str(status)]
+    assert main(["capture", "-r", str(capture), "-w", str(single), *switches]) == 0
+    assert main(["capture", "-r", str(capture), "--archive", str(archive), *switches,
                  "--rotate", str(rotate)]) == 0
 
     expected = totals(single)
@@ -59,8 +63,9 @@ def test_archive_holds_the_records_of_w(corpus_dir: Path, tmp_path: Path, name: 
         assert path.parent == archive / match[1] / match[2] / match[3]
         # Rotation follows packet time and records are split at period boundaries, so
         # no record of a file ends after the period.
-        ltimes = read_records(path).column("ltime").to_pylist()
-        assert max(t.timestamp() for t in ltimes) <= start + rotate
+        records = read_records(path)
+        assert max(t.timestamp() for t in records.column("ltime").to_pylist()) <= start + rotate
+        assert min(t.timestamp() for t in records.column("stime").to_pylist()) >= start
         starts.add(start)
     assert len(starts) == files
 
