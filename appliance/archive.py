@@ -419,6 +419,9 @@ def _read_stream(source: BinaryIO, name: str, problems: list[str]) -> pa.Table:
     return conform(pa.Table.from_batches(batches, schema=reader.schema))
 
 
+#: First bytes of a Parquet file, which ``-w FILE.parquet`` writes.
+PARQUET_MAGIC = b"PAR1"
+
 #: First bytes of capture files, which users sometimes give where flow records belong.
 CAPTURE_MAGICS = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1",
                   b"\xa1\xb2\x3c\x4d", b"\x0a\x0d\x0d\x0a")
@@ -429,9 +432,14 @@ def _read_stream_file(path: Path, problems: list[str]) -> pa.Table:
         # A file that was just created and has no schema message yet contains no records.
         return FLOW_SCHEMA.empty_table()
     with open(path, "rb") as source:
-        if source.read(4) in CAPTURE_MAGICS:
+        magic = source.read(4)
+        if magic in CAPTURE_MAGICS:
             raise RecordFileError(path, "is a packet capture, not flow records; make records "
                                   f"first with 'wirewatch capture -r {path} -w FLOWS.arrows'")
+        if magic == PARQUET_MAGIC:
+            raise RecordFileError(path, "is a Parquet export, which the ra tools do not read "
+                                  "back; write records to chain with '-w FILE.arrows' or "
+                                  "'-w -' instead")
     # Mapped, not read: the records refer to the file's pages, and an analysis pages in
     # only the columns it touches.
     with pa.memory_map(str(path)) as source:

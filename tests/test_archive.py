@@ -130,6 +130,17 @@ def test_pcap_given_as_record_file_is_rejected(tmp_path: Path) -> None:
     assert "wirewatch capture -r" in str(raised.value)
 
 
+def test_parquet_export_given_as_record_file_is_rejected(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    export = tmp_path / "result.parquet"
+    pq.write_table(FLOW_SCHEMA.empty_table(), export)
+    with pytest.raises(RecordFileError) as raised:
+        read_records(export)
+    assert "is a Parquet export" in str(raised.value)
+    assert "-w FILE.arrows" in str(raised.value)
+
+
 def test_other_file_is_not_a_record_stream(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("these are not flow records\n" * 20)

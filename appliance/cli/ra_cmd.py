@@ -347,7 +347,8 @@ def _switch_message(error: SpecError) -> str:
         return str(error)
     if error.field == "label" and not error.value:
         return "labels need a source: give --geoip DB.mmdb or -f RALABEL.CONF"
-    return f"invalid {switch} value {error.value!r}: {error.message}"
+    value = " ".join(map(str, error.value)) if isinstance(error.value, list) else error.value
+    return f"invalid {switch} value {value!r}: {error.message}"
 
 
 def main(tool: str, argv: list[str]) -> int:
