@@ -117,8 +117,10 @@ def take_rows(table: pa.Table, indices: pa.Array, compact_strings: bool = False)
 
     Each column is joined into one chunk first: a take over one chunk is several times
     faster than over many, and only one joined column per thread exists at a time.
-    ``compact_strings`` gathers string columns of few values (state, dir, flgs) as
-    dictionary arrays with one-byte codes, which print the same and take a byte per row.
+    ``compact_strings`` (for printed results) gathers string columns of few values
+    (state, dir, flgs) as dictionary arrays with one-byte codes, which print the same and
+    take a byte per row, and gathers one column at a time, so that only one joined column
+    exists at once.
     """
     if len(indices) < 100_000:
         return table.take(indices)
@@ -137,7 +139,8 @@ def take_rows(table: pa.Table, indices: pa.Array, compact_strings: bool = False)
     # The widest columns first, while few gathered columns exist: each thread joins one
     # column before it gathers it, so this keeps the peak memory low.
     widest = sorted(range(table.num_columns), key=lambda index: -table.column(index).nbytes)
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    threads = 1 if compact_strings else os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=threads) as pool:
         gathered = dict(zip(widest, pool.map(gather, [table.column(index) for index in widest]),
                             strict=True))
     return pa.Table.from_arrays([gathered[index] for index in range(table.num_columns)],
