@@ -132,7 +132,7 @@ def hold_for_status_interval(status_interval: float) -> float:
     """Return the hold time that catches every record a flow meter can write late.
 
     The flow meter reports a record at the first status tick at least one status
-    interval after the record's ``stime``, and ticks are one interval apart, so a record
+    interval after the record's ``stime``, and ticks are one interval apart. So a record
     that began before a boundary is written at most two intervals after it.
     """
     return 2 * status_interval + HOLD_MARGIN
@@ -244,9 +244,9 @@ class ArchiveWriter:
     def _write_period(self, pieces: pa.Table, period: float | None, now: float) -> None:
         """Write the pieces of one period (None: no stime) to the file that covers it.
 
-        A period newer than the active file's opens a new active file and holds the old
-        one. A period whose file is closed, or that is older than every open file, is late:
-        its pieces go to the active file.
+        A period newer than the active file's opens a new active file and keeps the old
+        one open as the held file. A period whose file is closed, or that is older than
+        every open file, is late, and its pieces go to the active file.
         """
         if period is not None and period == self._held_period and self._held is not None:
             self._held.write(pieces)

@@ -80,9 +80,9 @@ def select(spec: JobSpec, records: pa.Table) -> pa.Table:
 def printed_columns(spec: JobSpec) -> set[str] | None:
     """Return the record columns that printing the result of ``spec`` needs.
 
-    None for analyses whose rows are not projected (ra, label, dns). Giving this set to
-    ``execute`` spares cluster and sort the columns that are not printed; such a result
-    is for printing only, not for writing as records.
+    None for analyses whose rows are not projected (ra, label, dns). Given this set,
+    ``execute`` makes cluster and sort skip the columns that are not printed. Such a
+    result is for printing only, not for writing as records.
     """
     if spec.analysis not in ("cluster", "sort"):
         return None

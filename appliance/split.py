@@ -88,8 +88,8 @@ def split_records(records: pa.Table | pa.RecordBatch, period: float) -> pa.Table
     # A piece that got nothing is left out. Only a record with bytes in a direction
     # without packets (not one the flow meter writes) can have bytes in a packetless piece.
     carries = np.any([amounts > 0 for amounts in values.values()], axis=0)
-    kept = np.flatnonzero(carries | ~split[pieces.record])
-    return _build(table, pieces, values, kept, split)
+    chosen = np.flatnonzero(carries | ~split[pieces.record])
+    return _build(table, pieces, values, chosen, split)
 
 
 class _Pieces:
@@ -217,24 +217,27 @@ def _counter(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _build(table: pa.Table, pieces: _Pieces, values: dict[str, np.ndarray],
-           kept: np.ndarray, split: np.ndarray) -> pa.Table:
-    """Assemble the output from the kept pieces; rows of records not split stay as they were."""
-    record = pieces.record[kept]
+           chosen: np.ndarray, split: np.ndarray) -> pa.Table:
+    """Assemble the output from the chosen (non-empty) pieces.
+
+    Rows of records that are not split stay as they were.
+    """
+    record = pieces.record[chosen]
     out = table.take(pa.array(record))
     is_split = pa.array(split[record])
-    first_kept = np.concatenate(([True], record[1:] != record[:-1]))
+    first_piece = np.concatenate(([True], record[1:] != record[:-1]))
 
     replacements: dict[str, pa.Array] = {
-        "stime": _timestamps(pieces.stime[kept], table.column("stime").type),
-        "ltime": _timestamps(pieces.ltime[kept], table.column("ltime").type),
+        "stime": _timestamps(pieces.stime[chosen], table.column("stime").type),
+        "ltime": _timestamps(pieces.ltime[chosen], table.column("ltime").type),
     }
     for name, piece_values in values.items():
         valid = _counter(table, name)[1][record]
-        replacements[name] = pa.array(piece_values[kept], mask=~valid,
+        replacements[name] = pa.array(piece_values[chosen], mask=~valid,
                                       type=FLOW_SCHEMA.field(name).type)
     for name in FIRST_PIECE_ONLY:
         column = out.column(name).combine_chunks()
-        replacements[name] = pc.if_else(pa.array(first_kept), column,
+        replacements[name] = pc.if_else(pa.array(first_piece), column,
                                         pa.nulls(len(column), column.type))
 
     for name, array in replacements.items():

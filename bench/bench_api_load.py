@@ -354,7 +354,7 @@ def main() -> int:
     parser.add_argument("--interval-min", type=float, default=0.5,
                         help="shortest pause between status polls in poll mode, seconds")
     parser.add_argument("--interval-max", type=float, default=1.0,
-                        help="longest pause between status polls in poll mode, seconds")
+                        help="maximum pause between status polls in poll mode, seconds")
     parser.add_argument("--polls", type=int, default=5,
                         help="status polls per job at most in closed mode")
     parser.add_argument("--workers", type=int, default=0,

@@ -232,7 +232,7 @@ def _add_tcp(packets: Packets, rng: np.random.Generator, client: np.ndarray,
              sport: np.ndarray, server: np.ndarray, start: np.ndarray) -> None:
     """Add connections: SYN, SYN-ACK, request, response, FIN-ACK each way, last ACK.
 
-    A refused connection is a SYN answered by RST-ACK.
+    A refused connection is a SYN followed by an RST-ACK from the server.
     """
     count = len(client)
     dport = TCP_PORTS[rng.integers(0, len(TCP_PORTS), count)]
@@ -505,8 +505,8 @@ def _ratio(argus: float, wirewatch: float) -> str:
 def print_table(pairs: list[Pair], judge: bool, count_printed: bool = False) -> list[str]:
     """Print one Markdown table row per pair; return the failure messages.
 
-    With ``judge``, the table also says whether the 5x target is met and how many
-    records each side wrote; with ``count_printed`` an extra untimed run of each
+    With ``judge``, the table also shows whether the 5x target is met and how many
+    records each side wrote. With ``count_printed``, an extra untimed run of each
     printing command counts the lines it prints.
     """
     problems = []

@@ -1,4 +1,4 @@
-"""The rotating archive splits records at period boundaries and holds the previous file."""
+"""The rotating archive splits records at period boundaries, keeping the last file open."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """racluster's derived columns against argus's own racluster, run side by side.
 
-The stored reference output of racluster holds only addresses and counters, so these
+The stored reference output of racluster contains only addresses and counters. So these
 tests run argus 3.0.8 and its racluster on a few corpus captures and compare the
-columns that the merge rules derive: dir (members sure of their direction win over
-unsure ones, and a TCP flow seen both ways stays ``->``), addresses under masked keys
-(cut to the mask; ARP and non-IP flows not masked) and proto of host pairs that mix
-IPv4 and IPv6 records.
+columns that the merge rules derive. These are dir (members certain of their direction
+win over uncertain ones, and a TCP flow seen both ways stays ``->``), addresses under
+masked keys (cut to the mask, except for ARP and non-IP flows), and proto of host pairs
+that mix IPv4 and IPv6 records.
 """
 
 from __future__ import annotations

@@ -42,5 +42,5 @@ def test_limit_marks_codes_beyond_it_not_valid() -> None:
     coder = StringCodes(2)
     codes, valid = coder.encode(pa.array(["a", "b", "c", "a"]))
     assert list(valid) == [True, True, False, True]
-    kept = [coder.texts[code] for code, ok in zip(codes, valid, strict=True) if ok]
-    assert kept == ["a", "b", "a"]
+    valid_texts = [coder.texts[code] for code, ok in zip(codes, valid, strict=True) if ok]
+    assert valid_texts == ["a", "b", "a"]

@@ -227,7 +227,7 @@ def _discard_terminated_job(sender: Any = None, request: Any = None, terminated:
     if config is None:
         return
     # NOTE: a pool process that ignored or delayed SIGTERM could still rename a result
-    # file into place after this; the API never serves it, because the job is cancelled.
+    # file into place after this. The API does not serve it, because the job is cancelled.
     log.info("job %s: terminated by a revoke; removing its partial result", request.id)
     discard_results(config.jobs.results_dir / request.id)
 

@@ -105,10 +105,10 @@ def cluster_records(
         return conform(FLOW_SCHEMA.empty_table())
     ids, first = _group(table, key_list)
     if columns is None:
-        wanted = set(FLOW_SCHEMA.names)
+        requested = set(FLOW_SCHEMA.names)
     else:
-        wanted = with_mac_sources(table, set(columns)) & set(FLOW_SCHEMA.names)
-    result = _assemble(table, ids, first, key_list, mode == "norep", wanted)
+        requested = with_mac_sources(table, set(columns)) & set(FLOW_SCHEMA.names)
+    result = _assemble(table, ids, first, key_list, mode == "norep", requested)
     log.debug("clustered %d records into %d by %s", table.num_rows, result.num_rows, key_list)
     return result
 
@@ -219,12 +219,12 @@ def _group(table: pa.Table, key_list: list[str]) -> tuple[np.ndarray, np.ndarray
 
 
 def _assemble(table: pa.Table, ids: np.ndarray, first: np.ndarray, key_list: list[str],
-              norep: bool, wanted: set[str]) -> pa.Table:
-    """Build one flow record per group with the merge rules; columns not ``wanted`` are null."""
+              norep: bool, requested: set[str]) -> pa.Table:
+    """Build one flow record per group with the merge rules; columns not ``requested`` are null."""
     values, addresses = _key_expression_names(key_list)
     merger = Merger(Groups(table, ids, first), values, norep, dict(addresses))
-    merger.prepare(wanted)
-    builders = _builders(merger, wanted)
+    merger.prepare(requested)
+    builders = _builders(merger, requested)
     with ThreadPoolExecutor(max_workers=2) as pool:
         built = list(pool.map(lambda build: build(), builders.values()))
     columns: dict[str, pa.Array] = {}
@@ -236,33 +236,36 @@ def _assemble(table: pa.Table, ids: np.ndarray, first: np.ndarray, key_list: lis
     return pa.Table.from_arrays(arrays, schema=FLOW_SCHEMA)
 
 
-def _builders(merger: Merger, wanted: set[str]) -> dict[str, object]:
-    """The functions that build the wanted columns, each returning {name: array}."""
+def _builders(merger: Merger, requested: set[str]) -> dict[str, object]:
+    """Map each requested column (or set of columns) to the function that builds it.
+
+    Each function returns {name: array}.
+    """
     builders: dict[str, object] = {}
-    if wanted & {"stime", "ltime", "seq"}:
+    if requested & {"stime", "ltime", "seq"}:
         builders["times"] = merger.times
-    counters = [name for name in COUNTERS if name in wanted]
+    counters = [name for name in COUNTERS if name in requested]
     if counters:
         builders["counters"] = lambda: {name: pa.array(merger.sums[name]) for name in counters}
-    if "trans" in wanted:
+    if "trans" in requested:
         builders["trans"] = lambda: {"trans": pa.array(
             np.zeros(merger.groups.count, dtype=np.uint64) if merger.norep
             else merger.sums["trans"]).cast(pa.uint32())}
     for name in ZERO_WHEN_DIFFERENT + NULL_WHEN_DIFFERENT:
-        if name in wanted:
+        if name in requested:
             builders[name] = lambda name=name: {name: merger.equal_or(name)}
     for name in ("suser", "duser"):
-        if name in wanted:
+        if name in requested:
             builders[name] = lambda name=name: {name: merger.user_data(name)}
     for name in ADDRESS_FIELDS:
-        if name in wanted:
+        if name in requested:
             builders[name] = lambda name=name: {name: merger.addresses(name)}
-    if wanted & set(MAC_FIELDS):
+    if requested & set(MAC_FIELDS):
         builders["macs"] = merger.macs
-    if "flgs" in wanted:
+    if "flgs" in requested:
         builders["flgs"] = lambda: {"flgs": merger.flags()}
-    if "state" in wanted:
+    if "state" in requested:
         builders["state"] = lambda: {"state": merged_state(merger)}
-    if "dir" in wanted:
+    if "dir" in requested:
         builders["dir"] = lambda: {"dir": merged_dir(merger)}
     return builders

@@ -19,7 +19,7 @@ MIX = np.uint64(0xBF58476D1CE4E5B9)
 
 #: Slots of a new hash table, at least and at most; it doubles beyond 70 % full.
 INITIAL_SLOTS = 1 << 16
-LARGEST_INITIAL_SLOTS = 1 << 22
+MAX_INITIAL_SLOTS = 1 << 22
 MAX_LOAD_TENTHS = 7
 
 
@@ -111,9 +111,9 @@ class KeyPacking:
             bits = max(high - low, 0).bit_length()
             if bits == 0:
                 continue
-            for word, taken in enumerate(used):
-                if taken + bits <= 64:
-                    plan.append((index, word, taken))
+            for word, used_bits in enumerate(used):
+                if used_bits + bits <= 64:
+                    plan.append((index, word, used_bits))
                     used[word] += bits
                     break
             else:
@@ -143,7 +143,7 @@ class Grouper:
         self.count = 0
         # Sized for one group in four rows, so that typical inputs never rehash.
         capacity = INITIAL_SLOTS
-        while capacity < min(rows // 4, LARGEST_INITIAL_SLOTS):
+        while capacity < min(rows // 4, MAX_INITIAL_SLOTS):
             capacity <<= 1
         self._slots = np.zeros((capacity, width + 1), dtype=np.uint64)
 

@@ -8,6 +8,7 @@ form equals numeric order of the (high, low) pair.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,8 +67,15 @@ def parse_address_key(key: str) -> AddressKey | None:
     return AddressKey(name, int(length))
 
 
-def _chunks(column: pa.ChunkedArray | pa.Array) -> list[pa.Array]:
-    return list(column.chunks) if isinstance(column, pa.ChunkedArray) else [column]
+def _chunks(column: pa.ChunkedArray | pa.Array,
+            width: int) -> Iterator[tuple[slice, pa.Array]]:
+    """Yield (rows of the whole column, chunk cast to ``width``-byte values) per non-empty chunk."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    start = 0
+    for chunk in chunks:
+        if len(chunk):
+            yield slice(start, start + len(chunk)), chunk.cast(pa.binary(width))
+            start += len(chunk)
 
 
 def _valid(array: pa.Array) -> np.ndarray:
@@ -87,24 +95,16 @@ def address_words(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.nd
     high = np.empty(count, dtype=np.uint64)
     low = np.empty(count, dtype=np.uint64)
     valid = np.empty(count, dtype=bool)
-    start = 0
-    for chunk in _chunks(column):
-        size = len(chunk)
-        if size == 0:
-            continue
-        chunk = chunk.cast(pa.binary(16))
+    for rows, chunk in _chunks(column, 16):
+        size = rows.stop - rows.start
         words = np.frombuffer(chunk.buffers()[1], dtype=">u8", count=2 * (chunk.offset + size))
         words = words[2 * chunk.offset:].reshape(size, 2)
-        high[start:start + size] = words[:, 0]
-        low[start:start + size] = words[:, 1]
+        high[rows] = words[:, 0]
+        low[rows] = words[:, 1]
+        valid[rows] = _valid(chunk)
         if chunk.null_count:
-            chunk_valid = _valid(chunk)
-            high[start:start + size][~chunk_valid] = 0
-            low[start:start + size][~chunk_valid] = 0
-            valid[start:start + size] = chunk_valid
-        else:
-            valid[start:start + size] = True
-        start += size
+            high[rows][~valid[rows]] = 0
+            low[rows][~valid[rows]] = 0
     return high, low, valid
 
 
@@ -195,16 +195,10 @@ def mac_words(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarra
     count = len(column)
     value = np.empty(count, dtype=np.uint64)
     valid = np.empty(count, dtype=bool)
-    start = 0
-    for chunk in _chunks(column):
-        size = len(chunk)
-        if size == 0:
-            continue
-        chunk = chunk.cast(pa.binary(6))
+    for rows, chunk in _chunks(column, 6):
         raw = np.frombuffer(chunk.buffers()[1], dtype=np.uint8)
-        valid[start:start + size] = _valid(chunk)
-        _mac_values(raw, chunk.offset, valid[start:start + size], value, start)
-        start += size
+        valid[rows] = _valid(chunk)
+        _mac_values(raw, chunk.offset, valid[rows], value, rows.start)
     return value, valid
 
 

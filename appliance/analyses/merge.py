@@ -1,9 +1,9 @@
 """racluster's merge rules: one output column per group of records, from the group ids.
 
-``merge_groups`` builds the merged records. Each output column is made by one or two
-compiled passes over the rows (``appliance.analyses.grouping``); passes that do not
-depend on each other run on two threads, since the compiled kernels and Arrow's compute
-functions release the GIL. Only the columns asked for are built; the others are null.
+``Merger`` builds the merged records from two shared compiled passes over the rows
+(``appliance.analyses.grouping``). The two passes run on two threads, because the
+compiled kernels and Arrow's compute functions release the GIL. Only the requested
+columns are built, and the others are null.
 
 String columns (flgs, state, dir) are dictionary-encoded, and each group keeps the set
 of codes it saw as a 64-bit mask. Every merge rule on them (agreement, TCP state
@@ -55,8 +55,8 @@ NULL_WHEN_DIFFERENT = ["srcid", "etype", "vlan", "sttl", "dttl", "stos", "dtos",
 #: TCP states in increasing priority; the merged record shows the highest one present.
 TCP_STATE_PRIORITY = ["REQ", "ACC", "CON", "TIM", "CLO", "FIN", "RST"]
 
-#: The most distinct strings a column may hold for the mask rules; beyond, rows are merged
-#: one by one in Python.
+#: Maximum number of distinct strings in a column for the mask rules. With more, rows are
+#: merged one by one in Python.
 MASK_BITS = 64
 
 TCP = 6
@@ -82,7 +82,7 @@ def numbers(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]
 
 
 def unsigned(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """``numbers`` as unsigned 64-bit values (times must not be negative)."""
+    """Return ``numbers`` as unsigned 64-bit values (times must not be negative)."""
     values, valid = numbers(column)
     if values.dtype == np.int64:
         return values.view(np.uint64), valid
@@ -103,7 +103,7 @@ class StringCodes:
     """Numbers the distinct strings of a column across batches, in order of appearance.
 
     Codes at or above ``limit`` are returned as not valid, so that bit masks of the
-    codes never overflow; ``texts`` then tells that the limit was passed.
+    codes never overflow. When ``texts`` is longer than ``limit``, the limit was passed.
     """
 
     def __init__(self, limit: int | None = None) -> None:
@@ -242,7 +242,7 @@ class Groups:
         return Scan(measures, low, high, seen, masks, strings, encoders)
 
     def totals(self, names: list[str]) -> np.ndarray:
-        """Per group sums of unsigned columns (nulls as 0), as (groups, columns)."""
+        """Sum unsigned columns per group (nulls as 0), as a (groups, columns) array."""
         sums = np.zeros((self.count, len(names)), dtype=np.uint64)
         if not names:
             return sums
@@ -269,7 +269,7 @@ class Groups:
         return take_chunked(self.table.column(name), rows)
 
     def by_rows(self, name: str) -> list[list]:
-        """Each group's non-null values of a column, in row order (the slow, general path)."""
+        """Collect each group's non-null values of a column in row order (the slow path)."""
         rows: list[list] = [[] for _ in range(self.count)]
         for group, value in zip(self.ids, self.table.column(name).to_pylist(), strict=True):
             if value is not None:
@@ -283,14 +283,14 @@ def _mask_members(mask: int, texts: list) -> list:
 
 def _per_mask(masks: np.ndarray, texts: list, rule: Callable[[list], object],
               kind: pa.DataType) -> pa.Array:
-    """Apply ``rule`` to the members of each distinct mask and spread the answers to groups."""
+    """Apply ``rule`` to the members of each distinct mask and copy its results to groups."""
     encoded = pc.dictionary_encode(pa.array(masks))
-    answers = [rule(_mask_members(mask, texts)) for mask in encoded.dictionary.to_pylist()]
-    return pa.array(answers, kind).take(encoded.indices)
+    results = [rule(_mask_members(mask, texts)) for mask in encoded.dictionary.to_pylist()]
+    return pa.array(results, kind).take(encoded.indices)
 
 
 def _constant(column: pa.ChunkedArray) -> object | None:
-    """Return the one value of a column without nulls that holds a single value, else None."""
+    """Return the value of a column without nulls whose rows all equal it, else None."""
     if column.null_count or len(column) == 0:
         return None
     bounds = pc.min_max(column)
@@ -307,7 +307,7 @@ def _macs(arrays: list[pa.Array]) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 class Merger:
-    """Builds each merged column of a cluster result from two shared passes.
+    """Builder of the merged columns of a cluster result, from two shared passes.
 
     ``prepare`` runs them on two threads: one sums the counters and collects the string
     sets, the other measures the bounds of every other numeric column.
@@ -322,16 +322,16 @@ class Merger:
         self.sums: dict[str, np.ndarray] = {}
         self.scanned: Scan | None = None
 
-    def prepare(self, wanted: set[str]) -> None:
-        """Run the passes that the ``wanted`` columns need."""
-        sums = [name for name in [*COUNTERS, "trans"] if name in wanted]
-        if wanted & {"state", "dir"}:
+    def prepare(self, requested: set[str]) -> None:
+        """Run the passes that the ``requested`` columns need."""
+        sums = [name for name in [*COUNTERS, "trans"] if name in requested]
+        if requested & {"state", "dir"}:
             sums += [name for name in ("spkts", "dpkts") if name not in sums]
         measures: dict[str, Measure] = {name: plain(name) for name in ("stime", "ltime", "seq")
-                                        if name in wanted}
-        strings = [name for name in ("flgs", "state", "dir") if name in wanted]
+                                        if name in requested}
+        strings = [name for name in ("flgs", "state", "dir") if name in requested]
         for name in ZERO_WHEN_DIFFERENT + NULL_WHEN_DIFFERENT:
-            if name not in wanted or name in self.key_values:
+            if name not in requested or name in self.key_values:
                 continue
             column = self.groups.table.column(name)
             if column.null_count == len(column) or _constant(column) is not None:
@@ -340,12 +340,12 @@ class Merger:
                 strings.append(name)
             else:
                 measures[name] = plain(name)
-        if "state" in wanted:
+        if "state" in requested:
             measures.setdefault("proto", plain("proto"))
         for name in ADDRESS_FIELDS:
-            if name in wanted and self.address_keys.get(name, 0) is not None:
+            if name in requested and self.address_keys.get(name, 0) is not None:
                 measures[name] = Measure([name], _address_words, width=2)
-        if wanted & set(MAC_FIELDS):
+        if requested & set(MAC_FIELDS):
             measures["macs"] = Measure(list(MAC_FIELDS), _macs, width=2)
         def sums_and_strings() -> tuple[np.ndarray, Scan]:
             return self.groups.totals(sums), self.groups.scan({}, strings)
@@ -368,7 +368,7 @@ class Merger:
     # One column each.
 
     def times(self) -> dict[str, pa.Array]:
-        """stime (earliest), ltime (latest) and seq (lowest), those that were measured."""
+        """Return stime (earliest), ltime (latest) and seq (lowest), if measured."""
         bounds = self.scan.bounds
         merged = {}
         if "stime" in bounds:
@@ -383,7 +383,7 @@ class Merger:
         return merged
 
     def equal_or(self, name: str) -> pa.Array:
-        """A column's value where every member agrees (nulls ignored), else 0 or null."""
+        """Return a column's value where every member agrees (nulls ignored), else 0 or null."""
         field = FLOW_SCHEMA.field(name)
         groups = self.groups
         if name in self.key_values:
@@ -422,7 +422,7 @@ class Merger:
                          pa.string())
 
     def addresses(self, name: str) -> pa.Array:
-        """Each group's addresses reduced to their longest common prefix."""
+        """Reduce each group's addresses to their longest common prefix."""
         if name not in self.scan.bounds:
             # A whole-address key: every member has the first row's address.
             return self.groups.take(name, self.groups.first)
@@ -431,8 +431,8 @@ class Merger:
         prefix = self.address_keys.get(name)
         if prefix is not None:
             # A masked key prints at most its network part, as argus does: a /16 group
-            # of 141.142.220.x members prints 141.142.0.0. ARP and non-IP flows (whose
-            # address holds a MAC) are not masked.
+            # of 141.142.220.x members prints 141.142.0.0. ARP flows and non-IP flows
+            # (whose address contains a MAC) are not masked.
             bits = prefix_mask_bits(min_high, min_low, prefix)
             etype, _ = numbers(self.groups.take("etype", self.groups.first))
             ip = (etype == int(EtherType.IPV4)) | (etype == int(EtherType.IPV6))
@@ -441,13 +441,13 @@ class Merger:
         return words_to_addresses(merged_high, merged_low, seen)
 
     def macs(self) -> dict[str, pa.Array]:
-        """Each group's MAC addresses where every member agrees, else null."""
+        """Return each group's MAC addresses where every member agrees, else null."""
         return {name: words_to_macs(low, seen & (low == high))
                 for name, (low, high, seen) in zip(MAC_FIELDS, self.scan.bounds["macs"],
                                                    strict=True)}
 
     def flags(self) -> pa.Array:
-        """Each group's flgs strings merged position by position (see ``merge_flags``)."""
+        """Merge each group's flgs strings position by position (see ``merge_flags``)."""
         masked = self.masks("flgs")
         if masked is None:
             return pa.array([merge_flags(set(row)) for row in self.groups.by_rows("flgs")],

@@ -1,10 +1,10 @@
 """Numbering short strings of few distinct values without hashing them one by one.
 
-Columns such as state, dir and flgs hold a handful of distinct texts of a few bytes
-each. ``code_short_strings`` packs each value into two 64-bit words (the bytes and the
-length) and finds it in a small table of the texts seen so far, in compiled code. It
-gives up, and says so, when a value is longer than 15 bytes or the table is full; the
-caller then numbers that batch with Arrow's dictionary encoding instead.
+Columns such as state, dir and flgs contain a handful of distinct texts of a few bytes
+each. ``ShortStringCoder`` packs each value into two 64-bit words (the bytes and the
+length) and looks it up in a small table of the texts seen so far, in compiled code.
+When a value is longer than 15 bytes or the table is full, it returns None, and the
+caller numbers that batch with Arrow's dictionary encoding instead.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 from numba import njit
 
-#: Longest value the packed form holds.
+#: Maximum length in bytes of a value in the packed form.
 LONGEST = 15
 
 DONE, TOO_LONG, TABLE_FULL = 0, 1, 2

@@ -101,8 +101,8 @@ def sort_records(table: pa.Table, keys: list[str] | None = None,
     if limit is not None:
         order = order.head(limit)
     if columns is not None:
-        wanted = with_mac_sources(table, columns)
-        table = table.select([name for name in table.column_names if name in wanted])
+        requested = with_mac_sources(table, columns)
+        table = table.select([name for name in table.column_names if name in requested])
         return take_rows(table, pa.array(order.to_numpy()), compact_strings=True)
     return take_rows(table, pa.array(order.to_numpy()))
 
@@ -119,8 +119,8 @@ def take_rows(table: pa.Table, indices: pa.Array, compact_strings: bool = False)
     faster than over many, and only one joined column per thread exists at a time.
     ``compact_strings`` (for printed results) gathers string columns of few values
     (state, dir, flgs) as dictionary arrays with one-byte codes, which print the same and
-    take a byte per row, and gathers one column at a time, so that only one joined column
-    exists at once.
+    take a byte per row. It also gathers one column at a time, so that only one joined
+    column exists at once.
     """
     if len(indices) < 100_000:
         return table.take(indices)

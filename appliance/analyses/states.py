@@ -3,10 +3,10 @@
 state follows the TCP priority RST > FIN > CLO > TIM > CON > ACC > REQ when every member
 is TCP; otherwise it is derived from the merged packet counts (CON both ways, INT when a
 member was INT, REQ sent only, RSP received only), and the earliest record's state when
-no packet was counted. dir is the members' dir when they agree, members unsure of their
-direction giving way to the others (a TCP flow seen both ways stays ``->``); otherwise it
-is derived from the merged spkts/dpkts, keeping ARP's ``who`` and Argus's ``?`` when every
-member has it.
+no packet was counted. dir is the members' dir when they agree, and members uncertain of
+their direction give way to the others, so a TCP flow seen both ways stays ``->``.
+Otherwise dir is derived from the merged spkts/dpkts. ARP's ``who`` and Argus's ``?``
+are kept when every member has them.
 """
 
 from __future__ import annotations
@@ -91,13 +91,13 @@ def merged_state(merger: Merger) -> pa.Array:
 
 
 def _agreed(members: list[str]) -> int:
-    """The position in DIRECTIONS of the dir the members agree on, else -1.
+    """Return the position in DIRECTIONS of the dir the members agree on, else -1.
 
-    Members whose direction is unsure (``?``) give way to those that are sure: a TCP
-    record seen from its start (``->``) and one seen mid-stream (``<?>``) merge to ``->``.
+    Members whose direction is uncertain (``?``) give way to the others: a TCP record
+    seen from its start (``->``) and one seen mid-stream (``<?>``) merge to ``->``.
     """
-    sure = {text for text in members if "?" not in text}
-    agreed = sure if sure else set(members)
+    certain = {text for text in members if "?" not in text}
+    agreed = certain if certain else set(members)
     if len(agreed) == 1 and next(iter(agreed)) in DIRECTIONS:
         return DIRECTIONS.index(next(iter(agreed)))
     return -1

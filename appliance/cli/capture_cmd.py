@@ -152,7 +152,7 @@ def _open_output(args: argparse.Namespace) -> RecordWriter | ArchiveWriter:
 
 
 def _archive_writer(args: argparse.Namespace) -> ArchiveWriter:
-    """An archive writer that holds a closed period open as long as -S lets records be late."""
+    """Open an archive writer whose hold time covers the records -S lets arrive late."""
     return ArchiveWriter(Path(args.archive), args.rotate_seconds,
                          hold_seconds=hold_for_status_interval(args.status_interval))
 
