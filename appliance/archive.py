@@ -57,11 +57,14 @@ class RecordWriter:
     """Write flow records to one Arrow IPC stream: a file path, ``-`` (stdout) or a binary file.
 
     Archive files use zstd-compressed batches, about a third of the size. The stream to
-    stdout stays uncompressed, so that the next tool in a pipe reads it cheaply.
+    stdout stays uncompressed, so that the next tool in a pipe reads it cheaply. A file
+    opened here is synced to the disk when it is closed, unless ``sync`` is false (the
+    output of a one-off command, which the page cache may write when it likes).
     """
 
     def __init__(self, sink: str | Path | BinaryIO, compression: str | None = None,
-                 metadata: dict[bytes, bytes] | None = None) -> None:
+                 metadata: dict[bytes, bytes] | None = None, sync: bool = True) -> None:
+        self._sync = sync
         self._owned: BinaryIO | None = None
         if sink == "-":
             stream: BinaryIO = sys.stdout.buffer
@@ -100,7 +103,8 @@ class RecordWriter:
         self._writer.close()
         self._stream.flush()
         if self._owned is not None:
-            os.fsync(self._owned.fileno())
+            if self._sync:
+                os.fsync(self._owned.fileno())
             self._owned.close()
 
     def __enter__(self) -> RecordWriter:

@@ -26,6 +26,7 @@ from appliance.jobspec import JobSpec, parse_record_range
 from appliance.query.fields import DEFAULT_FIELDS, source_columns, split_field
 from appliance.query.filter import parse_filter
 from appliance.query.render import RenderOptions, field_label, to_rows
+from appliance.query.rows import filter_rows
 from appliance.query.timerange import parse_time_range
 from appliance.records import address_to_text
 
@@ -71,9 +72,9 @@ def select(spec: JobSpec, records: pa.Table) -> pa.Table:
     """Return the records inside the spec's time range that match its filter."""
     table = records
     if spec.time:
-        table = table.filter(parse_time_range(spec.time, spec.now).mask(table))
+        table = filter_rows(table, parse_time_range(spec.time, spec.now).mask(table))
     if spec.filter:
-        table = table.filter(parse_filter(spec.filter).mask(table))
+        table = filter_rows(table, parse_filter(spec.filter).mask(table))
     return table
 
 

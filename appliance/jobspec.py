@@ -223,15 +223,17 @@ class JobSpec:
 
 def _check_analysis_keys(analysis: str, keys: list[str], mode: str | None) -> None:
     """Validate -m keys by running the analysis on an empty table, so the rules live there."""
-    from appliance.analyses.cluster import cluster_records
     from appliance.analyses.keys import AnalysisKeyError
-    from appliance.analyses.sort import sort_records
     from appliance.records import empty_table
 
     try:
         if analysis == "cluster":
+            from appliance.analyses.cluster import cluster_records
+
             cluster_records(empty_table(), keys or None, mode)
         else:
+            from appliance.analyses.sort import sort_records
+
             sort_records(empty_table(), keys or None)
     except AnalysisKeyError as error:
         raise SpecError("keys", keys, str(error)) from None

@@ -239,10 +239,20 @@ def test_to_rows_match_row_wise(records):
     assert to_rows(records, ALL_FIELDS, options) == expected
 
 
-def test_render_text_blocks_join_lines(records):
-    options = RenderOptions(numeric=1, labels=10)
-    text = "".join(render_text(records, DEFAULT_FIELDS, options))
+@pytest.mark.parametrize("labels", [10, 0, -1])
+@pytest.mark.parametrize("delimiter", [None, ","])
+def test_render_text_blocks_join_lines(records, labels, delimiter):
+    """Text blocks are the lines of render_lines, each newline-terminated, in UTF-8."""
+    options = RenderOptions(numeric=1, labels=labels, delimiter=delimiter)
+    text = b"".join(render_text(records, DEFAULT_FIELDS, options)).decode()
     assert text == "".join(line + "\n" for line in render_lines(records, DEFAULT_FIELDS, options))
+
+
+def test_render_text_blocks_of_a_sliced_table(records):
+    """A table slice starts inside the string buffers; the blocks hold only its rows."""
+    part = records.slice(3, 5)
+    text = b"".join(render_text(part, DEFAULT_FIELDS, RenderOptions(labels=-1))).decode()
+    assert text.splitlines() == list(render_lines(part, DEFAULT_FIELDS, RenderOptions(labels=-1)))
 
 
 def test_empty_table_prints_nothing():

@@ -104,3 +104,26 @@ def test_unknown_key_is_rejected() -> None:
 def test_bad_direction_is_rejected() -> None:
     with pytest.raises(AnalysisKeyError, match="up"):
         sort_records(make_table(flow("10.0.0.1", "10.0.0.2")), ["pkts:up"])
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_arrow_and_polars_sorts_give_the_same_order(descending: bool, monkeypatch) -> None:
+    """One key sorts with Arrow up to ARROW_SORT_ROWS rows, with polars above: same order."""
+    import numpy as np
+    import pyarrow as pa
+
+    from appliance.analyses import sort as sort_module
+
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 20, 5_000).astype(np.uint64)
+    nulls = rng.random(5_000) < 0.1
+    column = pa.chunked_array([pa.array(values[:2_000], mask=nulls[:2_000]),
+                               pa.array(values[2_000:], mask=nulls[2_000:])])
+    by_arrow = sort_module.sort_order([column], [descending])
+    monkeypatch.setattr(sort_module, "ARROW_SORT_ROWS", 0)
+    by_polars = sort_module.sort_order([column], [descending])
+    assert by_arrow.tolist() == by_polars.tolist()
+    ordered = column.take(pa.array(by_arrow)).to_pylist()
+    present = [value for value in ordered if value is not None]
+    assert ordered[len(present):] == [None] * int(nulls.sum())  # nulls last either way
+    assert present == sorted(present, reverse=descending)

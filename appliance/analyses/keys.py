@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from numba import njit
 
 from appliance.records import EtherType
 
@@ -178,16 +177,13 @@ def common_prefix_length(
     )
 
 
-@njit(cache=True, nogil=True)
-def _mac_values(raw: np.ndarray, first: int, valid: np.ndarray, out: np.ndarray,
-                start: int) -> None:
-    for row in range(len(valid)):
-        value = np.uint64(0)
-        if valid[row]:
-            base = (first + row) * 6
-            for byte in range(6):
-                value = (value << np.uint64(8)) | np.uint64(raw[base + byte])
-        out[start + row] = value
+def _mac_values(raw: np.ndarray, first: int, valid: np.ndarray) -> np.ndarray:
+    """Read ``len(valid)`` 6-byte MACs from ``raw`` at row ``first`` as big-endian integers."""
+    padded = np.zeros((len(valid), 8), dtype=np.uint8)
+    padded[:, 2:] = raw[first * 6:(first + len(valid)) * 6].reshape(-1, 6)
+    value = padded.view(">u8").ravel().astype(np.uint64)
+    value[~valid] = 0
+    return value
 
 
 def mac_words(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -198,7 +194,7 @@ def mac_words(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarra
     for rows, chunk in _chunks(column, 6):
         raw = np.frombuffer(chunk.buffers()[1], dtype=np.uint8)
         valid[rows] = _valid(chunk)
-        _mac_values(raw, chunk.offset, valid[rows], value, rows.start)
+        value[rows] = _mac_values(raw, chunk.offset, valid[rows])
     return value, valid
 
 

@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from appliance.jobs import JobContext, JobResult, execute, printed_columns, resu
 from appliance.jobspec import JobSpec, SpecError, parse_record_range
 from appliance.query.fields import CATALOGUE, split_field
 from appliance.query.filter import FilterSyntaxError, parse_filter
-from appliance.query.render import field_label, render_lines
+from appliance.query.render import field_label, render_text
 from appliance.query.writers import (
     csv_lines,
     format_for_path,
@@ -260,7 +261,7 @@ def _read(paths: list[str]) -> pa.Table:
 def _write_records(target: str, rows: pa.Table) -> None:
     from appliance.archive import RecordWriter
 
-    with RecordWriter(target) as writer:
+    with RecordWriter(target, sync=False) as writer:
         writer.write(rows)
 
 
@@ -268,6 +269,14 @@ def _print(lines: list[str] | Any) -> None:
     out = sys.stdout
     for line in lines:
         out.write(line + "\n")
+    out.flush()
+
+
+def _print_blocks(blocks: Iterator[bytes]) -> None:
+    sys.stdout.flush()
+    out = sys.stdout.buffer
+    for block in blocks:
+        out.write(block)
     out.flush()
 
 
@@ -308,7 +317,7 @@ def emit(result: JobResult, switches: Switches) -> None:
         if switches.json or result.spec.analysis == "dns":
             _print(ndjson_lines(result_rows(result)))
         else:
-            _print(render_lines(result.rows, result.fields, result.render_options()))
+            _print_blocks(render_text(result.rows, result.fields, result.render_options()))
         return
     kind = format_for_path(target)
     if kind == "parquet":

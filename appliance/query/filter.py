@@ -36,7 +36,8 @@ packets both ways; ``timeout`` state TIM; ``retrans``, ``outoforder``,
 A counter without ``src``/``dst`` compares the record total (``pkts gt 10`` is
 spkts + dpkts > 10); Argus 3.0.8 tests each direction instead. Counters that
 have no total (``ttl``, ``tos``) match when either direction matches.
-Expressions compile to one polars expression evaluated over the whole table.
+Expressions compile to a tree of column expressions (``appliance.query.expr``)
+evaluated with Arrow compute functions over the whole table.
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from appliance.query.expr import Expr, col, seconds_between
 from appliance.query.render import IP_PROTOCOL_NAMES
 from appliance.records import EtherType, pack_address
 
@@ -74,7 +76,7 @@ class FilterSyntaxError(ValueError):
 _TOKEN = re.compile(r"\s*(&&|\|\||!|\(|\)|[^\s()!]+)")
 
 DIRECTIONS = ("src", "dst")
-COMPARISONS: dict[str, Callable[[pl.Expr, float], pl.Expr]] = {
+COMPARISONS: dict[str, Callable[[Expr, float], Expr]] = {
     "eq": lambda column, value: column == value,
     "neq": lambda column, value: column != value,
     "lt": lambda column, value: column < value,
@@ -152,21 +154,15 @@ class _Template:
 class Filter:
     """A parsed filter expression; ``mask`` evaluates it on a record table."""
 
-    def __init__(self, text: str, expression: pl.Expr | None) -> None:
+    def __init__(self, text: str, expression: Expr | None) -> None:
         self.text = text
         self.expression = expression
 
-    def mask(self, table: pa.Table) -> pa.Array:
+    def mask(self, table: pa.Table) -> pa.Array | pa.ChunkedArray:
         """Return a boolean array: True for each record the expression selects."""
         if self.expression is None:
-            return pa.array([True] * table.num_rows, pa.bool_())
-        needed = [name for name in self.expression.meta.root_names()
-                  if name in table.column_names]
-        frame = pl.from_arrow(table.select(sorted(set(needed))))
-        if isinstance(frame, pl.Series):
-            frame = frame.to_frame()
-        result = frame.select(self.expression.fill_null(False).alias("mask"))
-        return result.to_series().to_arrow().cast(pa.bool_())
+            return pa.nulls(table.num_rows, pa.bool_()).fill_null(True)
+        return pc.fill_null(self.expression.evaluate(table), False)
 
     def __repr__(self) -> str:
         return f"Filter({self.text!r})"
@@ -189,7 +185,7 @@ def parse_filter(text: str) -> Filter:
 
 
 class _Parser:
-    """Recursive-descent parser producing a polars expression."""
+    """Recursive-descent parser producing an expression."""
 
     def __init__(self, text: str, tokens: list[_Token]) -> None:
         self.text = text
@@ -215,7 +211,7 @@ class _Parser:
             raise FilterSyntaxError(self.text, token.text, token.position, reason)
         raise FilterSyntaxError(self.text, "", len(self.text), reason)
 
-    def expression(self) -> pl.Expr:
+    def expression(self) -> Expr:
         result = self.unary()
         while self.peek() in ("and", "&&", "or", "||"):
             operator = self.take().lower()
@@ -223,7 +219,7 @@ class _Parser:
             result = result & right if operator in ("and", "&&") else result | right
         return result
 
-    def unary(self, after_operator: bool = False) -> pl.Expr:
+    def unary(self, after_operator: bool = False) -> Expr:
         token = self.peek()
         if token in ("not", "!"):
             self.take()
@@ -241,12 +237,12 @@ class _Parser:
             return self.repeat_template()
         return self.primitive()
 
-    def repeat_template(self) -> pl.Expr:
+    def repeat_template(self) -> Expr:
         template = self.template
         value = self.take()
         return _build(self, template, value)
 
-    def primitive(self) -> pl.Expr:
+    def primitive(self) -> Expr:
         template = _Template()
         token = self.peek()
         if token in IP_PROTOCOL_KEYWORDS + ("ip",) and self.peek(1) in (
@@ -294,22 +290,22 @@ class _Parser:
         return _build(self, template, value)
 
 
-def _protocol(keyword: str) -> pl.Expr:
+def _protocol(keyword: str) -> Expr:
     if keyword in ETHERTYPE_KEYWORDS:
-        return pl.col("etype").is_in(list(ETHERTYPE_KEYWORDS[keyword]))
+        return col("etype").is_in(list(ETHERTYPE_KEYWORDS[keyword]))
     number = _PROTOCOL_NUMBERS[keyword]
-    return _is_ip() & (pl.col("proto") == number)
+    return _is_ip() & (col("proto") == number)
 
 
-def _is_ip() -> pl.Expr:
-    return pl.col("etype").is_in([EtherType.IPV4, EtherType.IPV6])
+def _is_ip() -> Expr:
+    return col("etype").is_in([EtherType.IPV4, EtherType.IPV6])
 
 
 def _sides(direction: str | None) -> tuple[str, ...]:
     return ("s",) if direction == "src" else ("d",) if direction == "dst" else ("s", "d")
 
 
-def _either(direction: str | None, make: Callable[[str], pl.Expr]) -> pl.Expr:
+def _either(direction: str | None, make: Callable[[str], Expr]) -> Expr:
     """Combine a per-side test: one side, either side, or both with ``src and dst``."""
     expressions = [make(side) for side in _sides(direction)]
     result = expressions[0]
@@ -318,48 +314,48 @@ def _either(direction: str | None, make: Callable[[str], pl.Expr]) -> pl.Expr:
     return result
 
 
-def _address_class(keyword: str, direction: str | None) -> pl.Expr:
+def _address_class(keyword: str, direction: str | None) -> Expr:
     """multicast or broadcast destination (or source, with ``src``)."""
     direction = direction or "dst"
     if keyword == "multicast":
         networks = [ipaddress.ip_network(text) for text in MULTICAST_NETWORKS]
 
-        def inside(side: str) -> pl.Expr:
-            column = pl.col(f"{side}addr")
-            tests = [(column >= pl.lit(pack_address(str(network.network_address))))
-                     & (column <= pl.lit(pack_address(str(network.broadcast_address))))
+        def inside(side: str) -> Expr:
+            column = col(f"{side}addr")
+            tests = [(column >= pack_address(str(network.network_address)))
+                     & (column <= pack_address(str(network.broadcast_address)))
                      for network in networks]
             return tests[0] | tests[1]
 
         return _either(direction, inside)
 
-    def broadcast(side: str) -> pl.Expr:
-        return ((pl.col(f"{side}addr") == pl.lit(pack_address(BROADCAST_ADDRESS)))
-                | (pl.col(f"{side}mac") == pl.lit(BROADCAST_MAC)))
+    def broadcast(side: str) -> Expr:
+        return ((col(f"{side}addr") == pack_address(BROADCAST_ADDRESS))
+                | (col(f"{side}mac") == BROADCAST_MAC))
 
     return _either(direction, broadcast)
 
 
-def _record_keyword(keyword: str) -> pl.Expr:
+def _record_keyword(keyword: str) -> Expr:
     """TCP state, flgs and ICMP type keywords, evaluated on what a record carries."""
     if keyword in ICMP_KEYWORDS:
         version4, version6 = ICMP_KEYWORDS[keyword]
-        icmp_type = pl.col("sport").cast(pl.Int32) // 256
-        return _is_ip() & (((pl.col("proto") == 1) & icmp_type.is_in(list(version4)))
-                           | ((pl.col("proto") == 58) & icmp_type.is_in(list(version6))))
+        icmp_type = col("sport") >> 8
+        return _is_ip() & (((col("proto") == 1) & icmp_type.is_in(list(version4)))
+                           | ((col("proto") == 58) & icmp_type.is_in(list(version6))))
     if keyword in FLAG_KEYWORDS:
         position, letters = FLAG_KEYWORDS[keyword]
-        letter = pl.col("flgs").str.slice(position, 1)
+        letter = col("flgs").char_at(position)
         return letter.is_in(list(letters))
-    both_ways = (pl.col("spkts").fill_null(0) > 0) & (pl.col("dpkts").fill_null(0) > 0)
+    both_ways = (col("spkts").fill_null(0) > 0) & (col("dpkts").fill_null(0) > 0)
     if keyword == "con":
         return both_ways
-    state = pl.col("state")
-    tcp = _is_ip() & (pl.col("proto") == TCP)
+    state = col("state")
+    tcp = _is_ip() & (col("proto") == TCP)
     tests = {
-        "syn": ~pl.col("dir").str.contains("?", literal=True),
+        "syn": ~col("dir").contains("?"),
         "synack": state.is_in(["ACC", "CON", "FIN", "CLO"]) & both_ways
-        & ~pl.col("dir").str.contains("?", literal=True),
+        & ~col("dir").contains("?"),
         "fin": state.is_in(["FIN", "CLO"]),
         "finack": state.is_in(["FIN", "CLO"]) & both_ways,
         "rst": state == "RST",
@@ -370,8 +366,8 @@ def _record_keyword(keyword: str) -> pl.Expr:
     return tcp & tests[keyword]
 
 
-def _build(parser: _Parser, template: _Template, value: str) -> pl.Expr:
-    """Turn a keyword with its qualifiers and one value into a polars expression."""
+def _build(parser: _Parser, template: _Template, value: str) -> Expr:
+    """Turn a keyword with its qualifiers and one value into an expression."""
     builders = {"host": _host, "net": _net, "port": _port, "proto": _proto_value,
                 "co": _country, "srcid": _srcid, "vlan": _vlan, "ether": _ether}
     try:
@@ -383,15 +379,15 @@ def _build(parser: _Parser, template: _Template, value: str) -> pl.Expr:
         raise  # unreachable: fail() raises
 
 
-def _host(template: _Template, value: str) -> pl.Expr:
+def _host(template: _Template, value: str) -> Expr:
     try:
         packed = pack_address(value)
     except ValueError:
         raise ValueError("expected an IPv4 or IPv6 address") from None
-    return _either(template.direction, lambda side: pl.col(f"{side}addr") == pl.lit(packed))
+    return _either(template.direction, lambda side: col(f"{side}addr") == packed)
 
 
-def _net(template: _Template, value: str) -> pl.Expr:
+def _net(template: _Template, value: str) -> Expr:
     text = value if "mask" not in template.extra else f"{value}/{template.extra['mask']}"
     try:
         network = ipaddress.ip_network(text, strict=False)
@@ -400,9 +396,9 @@ def _net(template: _Template, value: str) -> pl.Expr:
     low = pack_address(str(network.network_address))
     high = pack_address(str(network.broadcast_address))
 
-    def inside(side: str) -> pl.Expr:
-        column = pl.col(f"{side}addr")
-        return (column >= pl.lit(low)) & (column <= pl.lit(high))
+    def inside(side: str) -> Expr:
+        column = col(f"{side}addr")
+        return (column >= low) & (column <= high)
 
     return _either(template.direction, inside)
 
@@ -431,45 +427,45 @@ def _port_range(value: str, protocol: str | None) -> tuple[int, int, tuple[int, 
     return port, port, tuple(number for _, number in found)
 
 
-def _port(template: _Template, value: str) -> pl.Expr:
+def _port(template: _Template, value: str) -> Expr:
     first, last, protocols = _port_range(value, template.protocol)
 
-    def matches(side: str) -> pl.Expr:
-        column = pl.col(f"{side}port")
+    def matches(side: str) -> Expr:
+        column = col(f"{side}port")
         return (column >= first) & (column <= last)
 
-    return _is_ip() & pl.col("proto").is_in(list(protocols)) & _either(template.direction,
+    return _is_ip() & col("proto").is_in(list(protocols)) & _either(template.direction,
                                                                       matches)
 
 
-def _proto_value(template: _Template, value: str) -> pl.Expr:
+def _proto_value(template: _Template, value: str) -> Expr:
     number = int(value) if value.isdigit() else _PROTOCOL_NUMBERS.get(value.lower())
     if number is None or number > 255:
         raise ValueError("expected an IP protocol number (0-255) or name")
-    return _is_ip() & (pl.col("proto") == number)
+    return _is_ip() & (col("proto") == number)
 
 
-def _country(template: _Template, value: str) -> pl.Expr:
+def _country(template: _Template, value: str) -> Expr:
     if not re.fullmatch(r"[A-Za-z]{2}", value):
         raise ValueError("expected a two-letter country code")
-    return _either(template.direction, lambda side: pl.col(f"{side}co") == value.upper())
+    return _either(template.direction, lambda side: col(f"{side}co") == value.upper())
 
 
-def _srcid(template: _Template, value: str) -> pl.Expr:
-    return pl.col("srcid") == value
+def _srcid(template: _Template, value: str) -> Expr:
+    return col("srcid") == value
 
 
-def _vlan(template: _Template, value: str) -> pl.Expr:
+def _vlan(template: _Template, value: str) -> Expr:
     if not value.isdigit() or int(value) > 4095:
         raise ValueError("expected a VLAN id from 0 to 4095")
-    return pl.col("vlan") == int(value)
+    return col("vlan") == int(value)
 
 
-def _ether(template: _Template, value: str) -> pl.Expr:
+def _ether(template: _Template, value: str) -> Expr:
     if not re.fullmatch(r"[0-9A-Fa-f]{1,2}(:[0-9A-Fa-f]{1,2}){5}", value):
         raise ValueError("expected a MAC address such as 00:11:22:33:44:55")
     packed = bytes(int(part, 16) for part in value.split(":"))
-    return _either(template.direction, lambda side: pl.col(f"{side}mac") == pl.lit(packed))
+    return _either(template.direction, lambda side: col(f"{side}mac") == packed)
 
 
 def _number(value: str) -> float:
@@ -479,25 +475,25 @@ def _number(value: str) -> float:
         raise ValueError("expected a number") from None
 
 
-def _counter(template: _Template, value: str) -> pl.Expr:
+def _counter(template: _Template, value: str) -> Expr:
     number = _number(value)
     compare = COMPARISONS[template.comparison]
     keyword = template.keyword
     if keyword == "dur":
-        seconds = (pl.col("ltime") - pl.col("stime")).dt.total_microseconds() / 1e6
+        seconds = seconds_between("stime", "ltime")
         return compare(seconds, number)
     if keyword in SCALARS:
-        return compare(pl.col(keyword), number)
+        return compare(col(keyword), number)
     source, destination, has_total = COUNTERS[keyword]
     if template.direction == "src":
-        return compare(pl.col(source).fill_null(0), number)
+        return compare(col(source).fill_null(0), number)
     if template.direction == "dst":
-        return compare(pl.col(destination).fill_null(0), number)
+        return compare(col(destination).fill_null(0), number)
     if template.direction in ("src or dst", "src and dst"):
         columns = {"s": source, "d": destination}
         return _either(template.direction,
-                       lambda side: compare(pl.col(columns[side]).fill_null(0), number))
+                       lambda side: compare(col(columns[side]).fill_null(0), number))
     if has_total:
-        total = pl.col(source).fill_null(0) + pl.col(destination).fill_null(0)
+        total = col(source).fill_null(0) + col(destination).fill_null(0)
         return compare(total, number)
-    return compare(pl.col(source), number) | compare(pl.col(destination), number)
+    return compare(col(source), number) | compare(col(destination), number)
