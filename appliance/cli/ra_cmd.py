@@ -258,10 +258,17 @@ def _read(paths: list[str]) -> pa.Table:
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
 
 
+#: Compression of record files written with -w FILE: LZ4 writes a sixth of the bytes in
+#: less time than writing them uncompressed takes. The stream to stdout (-w -) stays
+#: uncompressed for the next tool in the pipe.
+FILE_COMPRESSION = "lz4"
+
+
 def _write_records(target: str, rows: pa.Table) -> None:
     from appliance.archive import RecordWriter
 
-    with RecordWriter(target, sync=False) as writer:
+    compression = None if target == "-" else FILE_COMPRESSION
+    with RecordWriter(target, compression=compression, sync=False) as writer:
         writer.write(rows)
 
 

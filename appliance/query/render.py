@@ -565,21 +565,7 @@ def render_text(table: pa.Table, fields: list[str], options: RenderOptions) -> I
         return
     if every == 0:
         yield (header_line(fields, options) + "\n").encode()
-    for lines in _render_fast().line_batches(table, fields, options):
-        yield _newline_terminated(lines)
-
-
-def _newline_terminated(lines: pa.Array) -> bytes:
-    """Return the lines of a string array (no nulls), each followed by a newline."""
-    import pyarrow.compute as pc
-
-    joined = pc.binary_join_element_wise(lines, "", "\n")
-    offsets = joined.buffers()[1]
-    first = int.from_bytes(offsets[joined.offset * 4:joined.offset * 4 + 4], "little",
-                           signed=True)
-    end = (joined.offset + len(joined)) * 4
-    last = int.from_bytes(offsets[end:end + 4], "little", signed=True)
-    return joined.buffers()[2][first:last].to_pybytes()
+    yield from _render_fast().text_blocks(table, fields, options)
 
 
 _BLOCK_LINES = 65_536

@@ -148,27 +148,41 @@ def _time(name: str) -> FastFormatter:
         if options.epoch:
             whole = pc.cast(pa.array(seconds), pa.string())
             slow = None
+            texts = whole
+            if options.precision > 0:
+                texts = _join(whole, _fixed_strings(_fraction_chars(fraction, options)),
+                              separator=".")
         else:
+            # HH:MM:SS and the fraction, laid out in one character matrix.
+            digits = options.precision
+            chars = np.full((batch.rows, 8 + (digits + 1 if digits else 0)), ord(":"),
+                            dtype=np.uint8)
             day = seconds % 86_400
-            chars = np.full((batch.rows, 8), ord(":"), dtype=np.uint8)
             chars[:, 0:2] = _digit_chars(day // 3600, 2)
             chars[:, 3:5] = _digit_chars(day // 60 % 60, 2)
             chars[:, 6:8] = _digit_chars(day % 60, 2)
-            whole = _fixed_strings(chars)
+            if digits:
+                chars[:, 8] = ord(".")
+                chars[:, 9:] = _fraction_chars(fraction, options)
+            texts = _fixed_strings(chars)
             # datetime rejects seconds outside the years 1-9999, so the row-wise formatter
             # redoes those rows and raises its usual error.
             slow = (seconds < _FIRST_SECOND) | (seconds > _LAST_SECOND)
-        texts = whole
-        if options.precision > 0:
-            digits = _digit_chars(fraction, 6)[:, : options.precision]
-            if options.precision > 6:
-                zeros = np.full((batch.rows, options.precision - 6), ord("0"), dtype=np.uint8)
-                digits = np.hstack([digits, zeros])
-            texts = _join(whole, _fixed_strings(digits), separator=".")
-        texts = pc.if_else(pa.array(batch.valid(name)), texts, "")
+        valid = batch.valid(name)
+        if not valid.all():
+            texts = pc.if_else(pa.array(valid), texts, "")
         return texts, slow if slow is not None and slow.any() else None
 
     return formatter
+
+
+def _fraction_chars(fraction: np.ndarray, options: render.RenderOptions) -> np.ndarray:
+    """Return the first ``-p`` digits of the microseconds, zeros after the sixth."""
+    digits = _digit_chars(fraction, 6)[:, : options.precision]
+    if options.precision > 6:
+        zeros = np.full((len(fraction), options.precision - 6), ord("0"), dtype=np.uint8)
+        digits = np.hstack([digits, zeros])
+    return digits
 
 
 def _number(name: str) -> FastFormatter:
@@ -412,6 +426,29 @@ def _fixed_lines(columns: list[pa.Array], cells: list[_Cell]) -> pa.Array:
             parts.append(" ")
         parts.append(_fit(texts, cell))
     return pc.utf8_rtrim(_join(*parts), characters=PYTHON_WHITESPACE)
+
+
+def _string_parts(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Return the bytes and row offsets of a string array."""
+    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32, count=len(texts) + 1,
+                            offset=texts.offset * 4)
+    raw = texts.buffers()[2]
+    data = np.frombuffer(raw, dtype=np.uint8) if raw is not None else np.zeros(0, np.uint8)
+    return data, offsets
+
+
+def newline_terminated(lines: pa.Array) -> bytes:
+    """Return the lines of a string array (no nulls), each followed by a newline."""
+    joined = pc.binary_join_element_wise(lines, "", "\n")
+    data, offsets = _string_parts(joined)
+    return data[offsets[0]:offsets[-1]].tobytes()
+
+
+def text_blocks(table: pa.Table, fields: list[str],
+                options: render.RenderOptions) -> Iterator[bytes]:
+    """Yield the record lines (no header) as UTF-8 bytes, one block per batch of records."""
+    for lines in line_batches(table, fields, options):
+        yield newline_terminated(lines)
 
 
 def column_batches(table: pa.Table, fields: list[str],
