@@ -32,9 +32,10 @@ WARM_UP_FRAME = bytes.fromhex(
 def warm_up(settings: CaptureSettings) -> None:
     """Run one synthetic packet through a throwaway flow meter.
 
-    numba compiles the packet path on first use, which can take tens of seconds on a
-    small host when its cache is empty. A live capture calls this before it opens the
-    ring, so that the first real packets are not held up by the compiler.
+    Without a current prebuilt kernel module (see ``appliance.jit``), numba compiles the
+    packet path on first use, which can take tens of seconds on a small host when its
+    cache is empty. A live capture calls this before it opens the ring, so that the
+    first real packets are not held up by the compiler.
     """
     started = time.monotonic()
     meter = FlowMeter(settings)

@@ -13,9 +13,12 @@ argus always runs for about one second of wall time however little work it
 does, so the fair measure is CPU time (user + system of the child process). The
 script prints the medians as a Markdown table: CPU seconds, packets per CPU
 second, wall seconds and peak resident memory. It also times Wirewatch on a
-2-packet file, which is its fixed start-up cost (Python, NumPy, pyarrow and
-numba imports, loading the cached compiled code), and shows the rate without it.
-Every frame of big10 is Ethernet, so the whole run uses the compiled path.
+2-packet file, which is its fixed start-up cost (Python, NumPy and pyarrow
+imports, and numba's import and cache loading when the kernels compile with
+numba's JIT), and shows the rate without it. Every frame of big10 is Ethernet,
+so the whole run uses the compiled path. The kernels come from the prebuilt
+module when it is current (see appliance/jit.py); set WIREWATCH_JIT=1 to time
+numba's JIT instead. The script prints which one ran.
 """
 
 from __future__ import annotations
@@ -97,6 +100,14 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def kernel_source() -> str:
+    """Return where the child processes' compiled kernels come from (``jit.mode_reason()``)."""
+    code = "from appliance import jit; print(jit.mode_reason())"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    return result.stdout.strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="runs of each command (default 5)")
@@ -121,7 +132,7 @@ def main() -> None:
         tiny = SHARED / "corpus" / "dns-ptr.pcap"
         startup = [str(WIREWATCH), "capture", "-r", str(tiny), "-w", str(work / "tiny.arrows"),
                    "-S", "86400", "-U", "128", "-A"]
-        run_child(commands["wirewatch capture"])  # compile and cache the numba code first
+        run_child(commands["wirewatch capture"])  # fill numba's cache when the JIT is used
         results: dict[str, list[dict[str, float]]] = {name: [] for name in commands}
         results["wirewatch start-up (2 packets)"] = []
         for _ in range(args.runs):
@@ -132,6 +143,7 @@ def main() -> None:
         with pa.ipc.open_stream(work / "out.arrows") as reader:
             records = reader.read_all().num_rows
         print(f"machine: {machine()}")
+        print(f"compiled kernels: {kernel_source()}")
         print(f"input: big10, {packets:,} packets, {big10.stat().st_size / 1e6:.0f} MB; "
               f"{args.runs} interleaved runs each; medians; Wirewatch wrote {records:,} records")
         print()

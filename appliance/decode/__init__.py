@@ -6,19 +6,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from appliance.decode.compiled_cache import invalidate_stale_cache
-
-invalidate_stale_cache()
-
-from appliance.decode import columns  # noqa: E402 - after the cache check
-from appliance.decode.constants import (  # noqa: E402
+from appliance.decode import columns
+from appliance.decode.constants import (
     Encapsulation,
     FragmentKind,
     LinkType,
     Malformed,
 )
-from appliance.decode.kernel import decode_frames  # noqa: E402
-from appliance.pcapio import PacketBatch  # noqa: E402
+from appliance.decode.kernel import decode_frames
+from appliance.pcapio import PacketBatch
 
 __all__ = [
     "DecodeWorkspace", "DecodedBatch", "Encapsulation", "FragmentKind", "LinkType", "Malformed",

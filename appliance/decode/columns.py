@@ -12,7 +12,8 @@ FIELD_COLUMNS: list[tuple[str, str]] = [
     ("tcp_flags", "TCP flags byte (FIN 0x01 ... CWR 0x80)"),
     ("ttl", "IPv4 TTL or IPv6 hop limit"),
     ("tos", "IPv4 TOS or IPv6 traffic class"),
-    ("payload_offset", "buffer offset of the transport payload (ICMP: of the ICMP header)"),
+    ("payload_offset", "buffer offset of the transport payload (ICMP: of the ICMP header, "
+                       "or for ICMPv4 errors of the quoted transport header)"),
     ("payload_caplen", "payload bytes present in the capture"),
     ("payload_len", "payload bytes on the wire, from the IP length fields"),
     ("vlan", "outermost 802.1Q VLAN id, -1 when untagged"),
@@ -26,6 +27,9 @@ FIELD_COLUMNS: list[tuple[str, str]] = [
     ("quoted", "1 when an ICMP error quotes an IP header whose flow key was decoded"),
     ("bytes", "bytes counted for the flow: the wire length without a cooked or loopback header"),
     ("ip_options", "IpOption flags of the IPv4 options present"),
+    ("tcp_ack", "TCP acknowledgment number"),
+    ("tcp_window", "TCP window field (unscaled); -1 when the 20-byte TCP header is not captured"),
+    ("tcp_wscale", "shift count of the TCP window-scale option; -1 when absent"),
 ]
 
 COLUMN_INDEX = {name: index for index, (name, _) in enumerate(FIELD_COLUMNS)}
@@ -53,3 +57,6 @@ ARP_OP = COLUMN_INDEX["arp_op"]
 QUOTED = COLUMN_INDEX["quoted"]
 BYTES = COLUMN_INDEX["bytes"]
 IP_OPTIONS = COLUMN_INDEX["ip_options"]
+TCP_ACK = COLUMN_INDEX["tcp_ack"]
+TCP_WINDOW = COLUMN_INDEX["tcp_window"]
+TCP_WSCALE = COLUMN_INDEX["tcp_wscale"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from numba import njit
-
 from appliance.decode import columns as c
 from appliance.decode.constants import (
     EN_GRE,
@@ -33,6 +31,7 @@ from appliance.decode.link import parse_link, radiotap_len
 from appliance.decode.network import ARP_IPV4_LEN, parse_arp, parse_ipv4, parse_ipv6, put_ipv4
 from appliance.decode.transport import parse_icmp, parse_tcp, parse_udp
 from appliance.decode.tunnel import parse_gre
+from appliance.jit import njit
 
 #: Link types whose header was made up by the capturing host, not seen on the wire.
 PSEUDO_HEADER_LINKTYPES = (LT_NULL, LT_LOOP, LT_LINUX_SLL, LT_LINUX_SLL2)
@@ -68,8 +67,8 @@ def decode_ip(buf, pos, end, wire_left, etype, fields, saddr, daddr, quoted_fiel
     if proto == P_UDP:
         return parse_udp(buf, transport, cap_end, wire_len, fields, row)
     if proto == P_ICMP or proto == P_ICMPV6:
-        return parse_icmp(buf, transport, cap_end, wire_len, version, fields, quoted_fields,
-                          quoted_saddr, quoted_daddr, row)
+        return parse_icmp(buf, transport, cap_end, end, wire_len, version, fields,
+                          quoted_fields, quoted_saddr, quoted_daddr, row)
     if proto == P_IGMP and version == 4 and transport + IGMP_GROUP_END <= cap_end:
         # argus 3.0.8 keys IGMP by the message's group field, in place of daddr.
         put_ipv4(buf, transport + IGMP_GROUP, daddr, row)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from appliance.decode.constants import (
     EN_ETHERNET,
@@ -44,6 +43,7 @@ from appliance.decode.constants import (
     PPP_IPV4,
     PPP_IPV6,
 )
+from appliance.jit import njit
 
 ETHERNET_HEADER_LEN = 14
 SLL_HEADER_LEN = 16

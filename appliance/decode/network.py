@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from appliance.decode import columns as c
 from appliance.decode.constants import (
@@ -25,6 +24,7 @@ from appliance.decode.constants import (
     IpOption,
 )
 from appliance.decode.link import u16, u32
+from appliance.jit import njit
 
 IPV4_MIN_HEADER_LEN = 20
 IPV6_HEADER_LEN = 40

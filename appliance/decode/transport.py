@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from numba import njit
-
 from appliance.decode import columns as c
 from appliance.decode.constants import (
     ET_IPV4,
@@ -11,14 +9,20 @@ from appliance.decode.constants import (
     FRAG_LATER,
     M_NONE,
     M_TRUNCATED_TRANSPORT,
+    P_ICMP,
     P_TCP,
     P_UDP,
 )
 from appliance.decode.link import u16, u32
-from appliance.decode.network import parse_ipv4, parse_ipv6
+from appliance.decode.network import IPV4_MIN_HEADER_LEN, parse_ipv4, parse_ipv6
+from appliance.jit import njit
 
 TCP_MIN_HEADER_LEN = 20
 TCP_FLAGS_END = 14  # the flags byte is byte 13
+TCP_OPTION_END = 0
+TCP_OPTION_NOP = 1
+TCP_OPTION_WINDOW_SCALE = 3
+TCP_SYN_FLAG = 0x02
 UDP_HEADER_LEN = 8
 ICMP_HEADER_LEN = 8
 
@@ -28,6 +32,8 @@ ICMP_UNREACHABLE = 3
 ICMP_SOURCE_QUENCH = 4
 ICMP_REDIRECT = 5
 ICMP_ECHO = 8
+ICMP_ROUTER_ADVERT = 9
+ICMP_ROUTER_SOLICIT = 10
 ICMP_TIME_EXCEEDED = 11
 ICMP_PARAMETER_PROBLEM = 12
 ICMP_TIMESTAMP = 13
@@ -71,10 +77,40 @@ def is_icmp_error(icmp_type, version):
 
 
 @njit(cache=True)
+def is_icmp_info(icmp_type):
+    """Tell whether an ICMP (v4) type is a query, reply or router message, not an error."""
+    return icmp_type in (
+        ICMP_ECHO_REPLY, ICMP_ECHO, ICMP_ROUTER_ADVERT, ICMP_ROUTER_SOLICIT, ICMP_TIMESTAMP,
+        ICMP_TIMESTAMP_REPLY, ICMP_INFO_REQUEST, ICMP_INFO_REPLY, ICMP_MASK_REQUEST,
+        ICMP_MASK_REPLY,
+    )
+
+
+@njit(cache=True)
 def set_payload(fields, row, start, cap_end, wire_len):
     fields[row, c.PAYLOAD_OFFSET] = start
     fields[row, c.PAYLOAD_CAPLEN] = max(0, cap_end - start)
     fields[row, c.PAYLOAD_LEN] = max(0, wire_len)
+
+
+@njit(cache=True)
+def window_scale(buf, pos, header_len, cap_end):
+    """Return the shift count of a TCP header's window-scale option, or -1 without one."""
+    end = min(pos + header_len, cap_end)
+    k = pos + TCP_MIN_HEADER_LEN
+    while k < end:
+        kind = buf[k]
+        if kind == TCP_OPTION_END:
+            return -1
+        if kind == TCP_OPTION_NOP:
+            k += 1
+            continue
+        if k + 1 >= end or buf[k + 1] < 2:
+            return -1
+        if kind == TCP_OPTION_WINDOW_SCALE:
+            return buf[k + 2] if k + 2 < end else -1
+        k += buf[k + 1]
+    return -1
 
 
 @njit(cache=True)
@@ -84,10 +120,18 @@ def parse_tcp(buf, pos, cap_end, wire_len, fields, row):
     fields[row, c.SPORT] = u16(buf, pos)
     fields[row, c.DPORT] = u16(buf, pos + 2)
     header_len = TCP_MIN_HEADER_LEN
+    fields[row, c.TCP_WINDOW] = -1
+    fields[row, c.TCP_WSCALE] = -1
     if pos + TCP_FLAGS_END <= cap_end:
         fields[row, c.TCP_SEQ] = u32(buf, pos + 4)
+        fields[row, c.TCP_ACK] = u32(buf, pos + 8)
         header_len = (buf[pos + 12] >> 4) * 4
         fields[row, c.TCP_FLAGS] = buf[pos + 13]
+    if pos + TCP_MIN_HEADER_LEN <= cap_end:
+        fields[row, c.TCP_WINDOW] = u16(buf, pos + 14)
+        # The window-scale option is valid only in SYN segments (RFC 7323).
+        if header_len > TCP_MIN_HEADER_LEN and buf[pos + 13] & TCP_SYN_FLAG:
+            fields[row, c.TCP_WSCALE] = window_scale(buf, pos, header_len, cap_end)
     # An invalid data offset (below 20) still sets the payload length, as in argus 3.0.8.
     set_payload(fields, row, pos + max(header_len, TCP_MIN_HEADER_LEN), cap_end,
                 wire_len - header_len)
@@ -161,9 +205,40 @@ def error_dport(icmp_type, code, version, quoted_fields, quoted_daddr, row):
 
 
 @njit(cache=True)
-def parse_icmp(buf, pos, cap_end, wire_len, version, fields, quoted_fields, quoted_saddr,
-               quoted_daddr, row):
-    """Decode an ICMP or ICMPv6 header; the payload includes the ICMP header, as in argus."""
+def set_icmp_payload(buf, pos, cap_end, snap_end, wire_len, fields, row):
+    """Set the payload of an ICMP (v4) message as argus 3.0.8 counts it.
+
+    The payload is the ICMP message, header included, except for types that are
+    not queries, replies or router messages (errors and unknown types). For those
+    argus decodes the quoted IPv4 header again, counts its total length minus
+    its header length (at least 0) as application bytes and takes user data from
+    the quoted transport header on. It does so only when the ICMP header and 20
+    quoted bytes are captured, counting bytes past the IP length (an Ethernet
+    trailer) too, and it checks neither the quoted version nor the header length.
+
+    NOTE: argus 3.0.8 counts no packet, bytes or record for an error whose quoted header
+    has a fragment offset. Here such an error counts like any other.
+    """
+    quote = pos + ICMP_HEADER_LEN
+    if is_icmp_info(buf[pos]) or quote + IPV4_MIN_HEADER_LEN > snap_end:
+        set_payload(fields, row, pos, cap_end, wire_len)
+        return
+    header_len = (buf[quote] & 0x0F) * 4
+    quoted_len = u16(buf, quote + 2) - header_len
+    start = quote + header_len
+    fields[row, c.PAYLOAD_OFFSET] = start
+    fields[row, c.PAYLOAD_CAPLEN] = max(0, min(quoted_len, snap_end - start))
+    fields[row, c.PAYLOAD_LEN] = max(0, quoted_len)
+
+
+@njit(cache=True)
+def parse_icmp(buf, pos, cap_end, snap_end, wire_len, version, fields, quoted_fields,
+               quoted_saddr, quoted_daddr, row):
+    """Decode an ICMP or ICMPv6 header and set its payload as argus counts it.
+
+    ``cap_end`` is the captured end of the IP datagram, ``snap_end`` that of the frame.
+    The payload of ICMPv6 messages is the whole message, header included.
+    """
     if pos + 2 > cap_end:
         return M_TRUNCATED_TRANSPORT
     icmp_type = int(buf[pos])
@@ -180,5 +255,8 @@ def parse_icmp(buf, pos, cap_end, wire_len, version, fields, quoted_fields, quot
             fields[row, c.DPORT] = error_dport(
                 icmp_type, int(buf[pos + 1]), version, quoted_fields, quoted_daddr, row
             )
-    set_payload(fields, row, pos, cap_end, wire_len)
+    if version == 4 and fields[row, c.PROTO] == P_ICMP:
+        set_icmp_payload(buf, pos, cap_end, snap_end, wire_len, fields, row)
+    else:
+        set_payload(fields, row, pos, cap_end, wire_len)
     return M_NONE

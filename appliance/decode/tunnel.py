@@ -6,10 +6,9 @@ whole frame's, and flgs column 2 shows the GRE letter beside the outer link's.
 
 from __future__ import annotations
 
-from numba import njit
-
 from appliance.decode.constants import ET_IPV4, ET_IPV6
 from appliance.decode.link import ppp_to_ethertype, u16
+from appliance.jit import njit
 
 GRE_HEADER_LEN = 4
 GRE_CHECKSUM = 0x8000

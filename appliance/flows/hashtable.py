@@ -10,9 +10,9 @@ buckets) and rule out most unequal keys before their words are compared.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from appliance.flows.layout import M_ACTIVE, M_FREE_TOP, M_HIGH_WATER
+from appliance.jit import njit
 
 KEY_WORDS = 6
 MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)

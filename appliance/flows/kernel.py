@@ -12,7 +12,6 @@ argument tuples are built by ``FlowTable`` and ``FlowMeter``:
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from appliance.decode import columns as c
 from appliance.decode.constants import (
@@ -30,10 +29,10 @@ from appliance.flows import layout as f
 from appliance.flows.hashtable import LOW_BITS, find, hash_key, insert, remove, unlink
 from appliance.flows.keys import DNS_PENDING, DNS_TAGGED, EXTRA, PORT_A
 from appliance.flows.record import TCP_ACK, TCP_RST, TCP_SYN, emit, icmp_state_code
+from appliance.flows.tcp import reset_tcp, start_record_tcp, update_tcp_packet
 from appliance.flows.userdata import append, chunks_free, release
+from appliance.jit import njit
 
-SEQUENCE_MASK = 0xFFFFFFFF
-HALF_SEQUENCE_SPACE = 1 << 31
 MICROSECONDS = 1_000_000
 #: Idle timeouts in seconds (argus 3.0.8 compiled-in defaults).
 TIMEOUT_TCP = 60
@@ -65,6 +64,7 @@ def start_record(table, slot, ts_us):
         sides[slot, side].bytes = 0
         sides[slot, side].appbytes = 0
         release(sides, slot, side, chunk_next, meta, chunks.shape[1])
+    start_record_tcp(sides, slot)
     flows[slot].stime = ts_us
     flows[slot].ltime = ts_us
     flows[slot].has_packets = 0
@@ -108,20 +108,20 @@ def new_flow(packets, table, row, slot, role):
     flow.established = 0
     flow.icmp_type = keys8[row, PORT_A]
     flow.icmp_code = keys8[row, PORT_A + 1]
-    flow.timeout = flow_timeout(etype, proto)
+    flow.ip_ids[0] = 0
+    flow.ip_ids[1] = 0
     flow.reverse_pending = reverse_pending
     flow.in_use = 1
     flow.ip_options = 0
+    flow.tcp_state = 0
+    flow.window_shift = 0
+    reset_tcp(sides, slot)
     for side in range(2):
         release(sides, slot, side, chunk_next, meta, chunks.shape[1])
         record = sides[slot, side]
         record.ttl = 0
         record.tos = 0
         record.tcp_flags = 0
-        record.retransmitted = 0
-        record.seq_known = 0
-        record.next_seq = 0
-        record.syn_seq = 0
     sender = 0 if (role == 0) == src_is_a else 1
     for k in range(6):
         flow.macs[sender, k] = smac[row, k]
@@ -137,6 +137,8 @@ def reverse(table, slot):
     flow.src_is_a = 1 - flow.src_is_a
     flow.reverse_pending = 0
     swap_sides(sides, slot)
+    flow.window_shift = ((flow.window_shift & 0xF) << 4) | (flow.window_shift >> 4)
+    flow.ip_ids[0], flow.ip_ids[1] = flow.ip_ids[1], flow.ip_ids[0]
     for k in range(6):
         flow.macs[0, k], flow.macs[1, k] = flow.macs[1, k], flow.macs[0, k]
 
@@ -148,53 +150,31 @@ def swap_sides(sides, slot):
     a.pkts, b.pkts = b.pkts, a.pkts
     a.bytes, b.bytes = b.bytes, a.bytes
     a.appbytes, b.appbytes = b.appbytes, a.appbytes
-    a.next_seq, b.next_seq = b.next_seq, a.next_seq
-    a.syn_seq, b.syn_seq = b.syn_seq, a.syn_seq
+    a.seq, b.seq = b.seq, a.seq
+    a.ack, b.ack = b.ack, a.ack
+    a.seq_base, b.seq_base = b.seq_base, a.seq_base
+    a.window_bytes, b.window_bytes = b.window_bytes, a.window_bytes
+    a.window, b.window = b.window, a.window
     a.user_head, b.user_head = b.user_head, a.user_head
     a.user_tail, b.user_tail = b.user_tail, a.user_tail
     a.user_len, b.user_len = b.user_len, a.user_len
     a.ttl, b.ttl = b.ttl, a.ttl
     a.tos, b.tos = b.tos, a.tos
     a.tcp_flags, b.tcp_flags = b.tcp_flags, a.tcp_flags
-    a.retransmitted, b.retransmitted = b.retransmitted, a.retransmitted
-    a.seq_known, b.seq_known = b.seq_known, a.seq_known
+    a.tcp_status, b.tcp_status = b.tcp_status, a.tcp_status
 
 
 @njit(cache=True)
-def track_sequence(sides, slot, side, flags, seq, payload_len):
-    """Mark a retransmission: a repeated SYN, or payload that ends at or before data seen.
-
-    NOTE: argus 3.0.8 flags fewer data retransmissions than this rule does (it left
-    a server's repeated 714-byte segment unflagged), so flgs column 4 can differ.
-    """
-    record = sides[slot, side]
-    if flags & TCP_SYN:
-        if record.seq_known & f.SYN_SEQ_KNOWN and record.syn_seq == seq:
-            record.retransmitted = 1
-        record.syn_seq = seq
-        record.next_seq = (seq + 1) & SEQUENCE_MASK
-        record.seq_known = f.SYN_SEQ_KNOWN | f.NEXT_SEQ_KNOWN
-        return
-    if payload_len <= 0:
-        return
-    end = (seq + payload_len) & SEQUENCE_MASK
-    known = record.seq_known & f.NEXT_SEQ_KNOWN
-    next_seq = np.int64(record.next_seq)
-    if payload_len == 1 and known and end == next_seq:
-        return  # a keepalive probe repeats the last byte on purpose
-    if known:
-        distance = (end - next_seq) & SEQUENCE_MASK
-        if not 0 < distance < HALF_SEQUENCE_SPACE:
-            record.retransmitted = 1
-            return
-    record.next_seq = end
-    record.seq_known |= f.NEXT_SEQ_KNOWN
-
-
-@njit(cache=True)
-def update_tcp(flows, sides, slot, side, flags, seq, payload_len):
+def update_tcp(packets, flows, sides, slot, side, row):
+    fields = packets[0]
+    flags = fields[row, c.TCP_FLAGS]
     sides[slot, side].tcp_flags |= flags
-    track_sequence(sides, slot, side, flags, seq, payload_len)
+    window = fields[row, c.TCP_WINDOW]
+    if window >= 0:
+        ip_id = fields[row, c.IP_ID] if fields[row, c.IP_VERSION] == 4 else 0
+        update_tcp_packet(flows, sides, slot, side, flags, fields[row, c.TCP_SEQ],
+                          fields[row, c.TCP_ACK], window, fields[row, c.TCP_WSCALE],
+                          fields[row, c.PAYLOAD_LEN], ip_id)
     if flags & TCP_SYN and flags & TCP_ACK:
         flows[slot].syn_ack = 1
     elif side == 0 and flags & TCP_ACK and flows[slot].syn_ack:
@@ -240,8 +220,7 @@ def update(packets, table, row, slot, role):
     if fragment != FRAG_WHOLE:
         flow.fragments = 1
     if fragment != FRAG_LATER and is_tcp_flow(flows, slot):
-        update_tcp(flows, sides, slot, side, fields[row, c.TCP_FLAGS], fields[row, c.TCP_SEQ],
-                   payload_len)
+        update_tcp(packets, flows, sides, slot, side, row)
     take = min(meta[f.M_USER_LIMIT] - np.int64(record.user_len), fields[row, c.PAYLOAD_CAPLEN])
     if take > 0:
         append(sides, slot, side, chunks, chunk_next, meta, buffer,
@@ -404,7 +383,7 @@ def tick(now, cursor, closing, table, out, tables):
             continue
         if meta[f.M_RECORDS] >= len(records):
             return slot
-        if closing or now - flow.ltime >= flow.timeout:
+        if closing or now - flow.ltime >= flow_timeout(flow.etype, flow.proto):
             finish(table, out, slot, f.CAUSE_CLOSE, tables)
             flow.in_use = 0
             for side in range(2):

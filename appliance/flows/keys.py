@@ -20,8 +20,6 @@ Which side is A:
 
 from __future__ import annotations
 
-from numba import njit
-
 from appliance.decode import columns as c
 from appliance.decode.constants import (
     ET_ARP,
@@ -34,6 +32,7 @@ from appliance.decode.constants import (
     P_UDP,
 )
 from appliance.decode.transport import ICMP_UNREACHABLE, icmp_request_type
+from appliance.jit import njit
 
 KEY_LEN = 48
 ADDRESS_A = 4

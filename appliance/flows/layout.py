@@ -22,7 +22,9 @@ from appliance.decode.constants import ENCAPSULATION_LETTERS, IP_OPTION_LETTERS,
 from appliance.flows.names import (
     ICMP_MAPPED_LETTERS,
     ICMP_STATES,
+    ICMP_UNREACHABLE_OTHER,
     ICMP_UNREACHABLE_STATES,
+    ICMPV6_CODE_STATES,
     ICMPV6_MAPPED_LETTERS,
     ICMPV6_STATES,
 )
@@ -33,7 +35,7 @@ FLOW_DTYPE = np.dtype(
     [
         ("stime", np.int64),  # microseconds
         ("ltime", np.int64),
-        ("timeout", np.int32),  # idle timeout in microseconds
+        ("ip_ids", np.uint16, (2,)),  # IPv4 id of each direction's last TCP data segment
         ("etype", np.uint16),
         ("vlan", np.int16),  # -1 when untagged
         ("encaps", np.uint16),  # Encapsulation bits seen
@@ -53,31 +55,43 @@ FLOW_DTYPE = np.dtype(
         ("reverse_pending", np.uint8),
         ("in_use", np.uint8),
         ("ip_options", np.uint8),  # IpOption flags seen in the record's packets
+        ("tcp_state", np.uint8),  # TcpState of the connection (argus's state machine)
+        ("window_shift", np.uint8),  # window-scale shift: source in the low nibble, dest high
         ("macs", np.uint8, (2, 6)),  # source and destination MAC
     ],
     align=True,
 )
 
-#: Bits of a side's ``seq_known``.
-NEXT_SEQ_KNOWN = 1
-SYN_SEQ_KNOWN = 2
+#: Bits of a side's ``tcp_status``.
+TS_RETRANSMITTED = 1  #: flgs column 4: data or a SYN sent again
+TS_OUT_OF_ORDER = 2  #: flgs column 4: data below the highest sequence number seen
+TS_WINDOW_SHUT = 4  #: flgs column 5: advertised a zero window
+TS_CONGESTED = 8  #: flgs column 6: sent ECE on an ECN-capable connection
+TS_ECN_CAPABLE = 16  #: the first SYN or SYN-ACK negotiated ECN
+TS_BASE_SET = 32  #: ``seq_base`` holds a sequence number
+TS_FIN_ACKED = 64  #: the other side acknowledged this side's FIN
+#: Bits that describe one record and are cleared when the next record starts.
+TS_RECORD_BITS = TS_RETRANSMITTED | TS_OUT_OF_ORDER | TS_WINDOW_SHUT | TS_CONGESTED
 
-#: Per-direction fields.
+#: Per-direction fields. The TCP fields follow argus 3.0.8's per-direction metrics;
+#: sequence arithmetic is modulo 2**32, as in argus's unsigned 32-bit fields.
 SIDE_DTYPE = np.dtype(
     [
         ("pkts", np.int64),
         ("bytes", np.int64),
         ("appbytes", np.int64),
-        ("next_seq", np.uint32),  # valid when seq_known has NEXT_SEQ_KNOWN
-        ("syn_seq", np.uint32),  # valid when seq_known has SYN_SEQ_KNOWN
+        ("seq", np.uint32),  # highest sequence number sent (argus ``seq``)
+        ("ack", np.uint32),  # last acknowledgment sent, minus 1 (argus ``ack``)
+        ("seq_base", np.uint32),  # first sequence number plus payload bytes counted
+        ("window_bytes", np.uint32),  # bytes sent and not yet acknowledged (``winbytes``)
         ("user_head", np.int32),  # first user-data chunk, -1 = none
         ("user_tail", np.int32),  # last user-data chunk, -1 = none
         ("user_len", np.uint16),
+        ("window", np.uint16),  # last nonzero advertised window, unscaled
         ("ttl", np.uint8),
         ("tos", np.uint8),
         ("tcp_flags", np.uint8),
-        ("retransmitted", np.uint8),
-        ("seq_known", np.uint8),
+        ("tcp_status", np.uint8),  # TS_* bits
     ],
     align=True,
 )
@@ -139,23 +153,30 @@ CAUSE_START, CAUSE_STATUS, CAUSE_CLOSE = range(3)
 
 _FIXED_STATES = ["RST", "FIN", "CON", "ACC", "REQ", "INT", "RSP", "UNK", "URH"]
 STATES = _FIXED_STATES + sorted(
-    {*ICMP_STATES.values(), *ICMP_UNREACHABLE_STATES.values(), *ICMPV6_STATES.values()}
+    {*ICMP_STATES.values(), *ICMP_UNREACHABLE_STATES.values(), ICMP_UNREACHABLE_OTHER,
+     *ICMPV6_STATES.values(), *ICMPV6_CODE_STATES.values()}
     - set(_FIXED_STATES)
 )
 ST_RST, ST_FIN, ST_CON, ST_ACC, ST_REQ, ST_INT, ST_RSP, ST_UNK, ST_URH = range(9)
 
 
-def _lookup(table: dict[int, str], default: int) -> np.ndarray:
-    codes = np.full(256, default, dtype=np.int64)
+def _lookup(table: dict[int, str], size: int, default: str) -> np.ndarray:
+    codes = np.full(size, STATES.index(default), dtype=np.int64)
     for key, name in table.items():
         codes[key] = STATES.index(name)
     return codes
 
 
 #: ICMP type (v4) -> state code; type 3 looks up its code in ICMP_UNREACHABLE_CODES.
-ICMP_STATE_CODES = _lookup(ICMP_STATES, ST_UNK)
-ICMP_UNREACHABLE_CODES = _lookup(ICMP_UNREACHABLE_STATES, ST_URH)
-ICMPV6_STATE_CODES = _lookup(ICMPV6_STATES, ST_UNK)
+ICMP_STATE_CODES = _lookup(ICMP_STATES, 256, "UNK")
+ICMP_UNREACHABLE_CODES = _lookup(ICMP_UNREACHABLE_STATES, 256, ICMP_UNREACHABLE_OTHER)
+#: ICMPv6 type << 8 | code -> state code.
+ICMPV6_STATE_CODES = _lookup(
+    {(icmp_type << 8) | code: name for icmp_type, name in ICMPV6_STATES.items()
+     for code in range(256)}
+    | {(icmp_type << 8) | code: name for (icmp_type, code), name in ICMPV6_CODE_STATES.items()},
+    1 << 16, "UNK",
+)
 
 
 def _letters(table: dict[int, str]) -> np.ndarray:

@@ -6,18 +6,25 @@ Also the printed fields argus derives from the counters: the state mnemonic, dir
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from appliance.decode.constants import ET_ARP, ET_IPV4, ET_IPV6, P_ICMP, P_ICMPV6, P_TCP
 from appliance.flows import layout as f
 from appliance.flows.keys import ADDRESS_A, ADDRESS_B, PORT_A, PORT_B
 from appliance.flows.names import TcpFlag
+from appliance.flows.tcp import sequence_gap
 from appliance.flows.userdata import copy_out
+from appliance.jit import njit
 
 TCP_SYN = int(TcpFlag.SYN)
 TCP_RST = int(TcpFlag.RST)
 TCP_FIN = int(TcpFlag.FIN)
 TCP_ACK = int(TcpFlag.ACK)
+
+# flgs letters for (source only, destination only, both directions).
+RETRANSMISSION_LETTERS = (ord("s"), ord("d"), ord("*"))
+OUT_OF_ORDER_LETTERS = (ord("i"), ord("r"), ord("&"))
+WINDOW_SHUT_LETTERS = (ord("S"), ord("D"), ord("@"))
+CONGESTION_LETTERS = (ord("x"), ord("t"), ord("E"))
 
 
 @njit(cache=True)
@@ -30,7 +37,7 @@ def is_tcp(flows, slot):
 def icmp_state_code(icmp_type, code, version, icmp4_codes, unreachable_codes, icmp6_codes):
     """Return the state code argus prints for an ICMP flow of this type and code."""
     if version == 6:
-        return icmp6_codes[icmp_type & 0xFF]
+        return icmp6_codes[((icmp_type & 0xFF) << 8) | (code & 0xFF)]
     if icmp_type == 3:
         return unreachable_codes[code & 0xFF]
     return icmp4_codes[icmp_type & 0xFF]
@@ -94,6 +101,41 @@ def flow_direction(flows, sides, slot):
 
 
 @njit(cache=True)
+def side_letter(source, destination, letters):
+    """Return the letter for a condition seen by the source, the destination or both."""
+    if source and destination:
+        return letters[2]
+    if source:
+        return letters[0]
+    if destination:
+        return letters[1]
+    return 32
+
+
+@njit(cache=True)
+def write_tcp_flgs(sides, slot, flgs, out):
+    """Write flgs columns 4-6 of a TCP flow, in argus 3.0.8's order of precedence.
+
+    Column 4 shows a retransmission, else a sequence gap, else out-of-order data.
+    Column 5 shows a zero window and column 6 an ECN congestion echo.
+    """
+    source = sides[slot, 0].tcp_status
+    destination = sides[slot, 1].tcp_status
+    if (source | destination) & f.TS_RETRANSMITTED:
+        flgs[out, 3] = side_letter(source & f.TS_RETRANSMITTED,
+                                   destination & f.TS_RETRANSMITTED, RETRANSMISSION_LETTERS)
+    elif sequence_gap(sides, slot, 0) or sequence_gap(sides, slot, 1):
+        flgs[out, 3] = 103  # 'g'
+    else:
+        flgs[out, 3] = side_letter(source & f.TS_OUT_OF_ORDER, destination & f.TS_OUT_OF_ORDER,
+                                   OUT_OF_ORDER_LETTERS)
+    flgs[out, 4] = side_letter(source & f.TS_WINDOW_SHUT, destination & f.TS_WINDOW_SHUT,
+                               WINDOW_SHUT_LETTERS)
+    flgs[out, 5] = side_letter(source & f.TS_CONGESTED, destination & f.TS_CONGESTED,
+                               CONGESTION_LETTERS)
+
+
+@njit(cache=True)
 def write_flgs(flows, sides, slot, encapsulation_codes, option_codes, flgs, out):
     """Write the nine positional flgs characters of a flow into ``flgs[out]``."""
     for k in range(f.FLGS_WIDTH):
@@ -101,14 +143,8 @@ def write_flgs(flows, sides, slot, encapsulation_codes, option_codes, flgs, out)
     flgs[out, 1] = encapsulation_codes[flows[slot].encaps & f.ENCAPSULATION_MASK]
     if flows[slot].icmp_mapped:
         flgs[out, 2] = flows[slot].icmp_mapped
-    source = sides[slot, 0].retransmitted
-    destination = sides[slot, 1].retransmitted
-    if source and destination:
-        flgs[out, 3] = 42  # '*'
-    elif source:
-        flgs[out, 3] = 115  # 's'
-    elif destination:
-        flgs[out, 3] = 100  # 'd'
+    if is_tcp(flows, slot):
+        write_tcp_flgs(sides, slot, flgs, out)
     if flows[slot].fragments:
         flgs[out, 6] = 70  # 'F'
     flgs[out, 7] = option_codes[flows[slot].ip_options & 0x7F]

@@ -13,6 +13,7 @@ from collections import Counter
 import numpy as np
 import pyarrow as pa
 
+from appliance import jit
 from appliance.decode import DecodedBatch, DecodeWorkspace, decode_batch
 from appliance.decode import columns as c
 from appliance.decode.constants import FRAG_LATER, FRAG_WHOLE, M_NONE
@@ -130,6 +131,7 @@ class FlowMeter:
     """
 
     def __init__(self, settings: CaptureSettings, first_seq: int = 1) -> None:
+        jit.log_mode()
         self.settings = settings
         self.table = FlowTable(settings.user_data_len)
         self.out = RecordArrays(settings.user_data_len)

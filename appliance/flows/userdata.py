@@ -12,9 +12,9 @@ packet whose payload might not fit, and the table grows the pool.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from appliance.flows.layout import M_CHUNK_FREE, M_CHUNK_HIGH, M_CHUNKS_FREE
+from appliance.jit import njit
 
 #: Bytes per chunk: a 128-byte -U fills four, an 18-byte DNS query one.
 CHUNK_LEN = 32

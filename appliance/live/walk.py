@@ -7,9 +7,9 @@ decodes like the same frames read from a file.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from appliance.jit import njit
 from appliance.live.layout import (
     ETH_P_8021Q,
     MAC_ADDRESSES_LEN,
@@ -33,17 +33,17 @@ _TCI = int(PacketHeader.VLAN_TCI)
 _TPID = int(PacketHeader.VLAN_TPID)
 
 
-@numba.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _u16(block: np.ndarray, at: int) -> int:
     return np.int64(block[at]) | (np.int64(block[at + 1]) << 8)
 
 
-@numba.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _u32(block: np.ndarray, at: int) -> int:
     return _u16(block, at) | (_u16(block, at + 2) << 16)
 
 
-@numba.njit(cache=True)
+@njit(cache=True)
 def walk_block(block: np.ndarray, buffer: np.ndarray, used: int, offset: np.ndarray,
                caplen: np.ndarray, wirelen: np.ndarray, ts_us: np.ndarray,
                start: int) -> tuple[int, int]:

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 import numpy as np
-from numba import njit
 
+from appliance.jit import njit
 from appliance.pcapio.batch import PacketBatch, ReadStats
 
 #: File magic as stored on disk -> (byte order for struct, nanosecond timestamps).
