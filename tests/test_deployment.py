@@ -409,6 +409,14 @@ def test_converged_virtualenv_runs_wirewatch(bookworm: Bookworm, converged: Conv
     for program in ("gunicorn", "celery"):
         assert (bookworm.root / "opt/wirewatch/venv/bin" / program).is_file(), program
 
+    # The install compiled the packet-path kernels, so capture starts without numba.
+    mode = ("import sys, appliance.flows.table, appliance.jit as jit; "
+            "print(jit.prebuilt_module() is not None, 'numba' in sys.modules)")
+    result = run(["chroot", str(bookworm.root), "/opt/wirewatch/venv/bin/python", "-c", mode],
+                 timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "False"], result.stdout
+
 
 @pytest.mark.slow
 def test_converged_units_verify_and_stay_stopped(bookworm: Bookworm,
