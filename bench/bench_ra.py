@@ -16,7 +16,8 @@ A printed result needs only the columns of its -s fields, and the commands build
 those (``printed_columns``); the "-w" rows build whole records, as writing records
 with `-w` does.
 
-Usage: python bench/bench_ra.py [--rows 10000000] [--repeat 3] [--keep]
+Usage: python bench/bench_ra.py [--rows 10000000] [--repeat 3] [--keep] [--records FILE]
+                                [--only cluster cluster-w ...]
 """
 
 from __future__ import annotations
@@ -237,6 +238,9 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the generated record file")
     parser.add_argument("--records", type=Path,
                         help="use this record file (from an earlier --keep run) instead")
+    parser.add_argument("--only", nargs="+", choices=list(OPERATIONS), metavar="OPERATION",
+                        help="measure only these operations (default: all): "
+                             + ", ".join(OPERATIONS))
     parser.add_argument("--run", choices=list(OPERATIONS), help=argparse.SUPPRESS)
     parser.add_argument("--file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -259,7 +263,7 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|---:|")
     failed = False
     try:
-        for operation in OPERATIONS:
+        for operation in args.only or OPERATIONS:
             result = measure(operation, path, args.repeat)
             target = TARGETS.get(operation)
             over = (target is not None and result["seconds"] > target) or \

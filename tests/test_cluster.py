@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 from datetime import UTC, datetime
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
 from appliance.analyses import AnalysisKeyError, cluster_records
+from appliance.analyses.columns import constant_value, null_array, take_chunked
 from appliance.records import FLOW_SCHEMA, address_to_text, conform, mac_to_text, pack_address
 from tests.oracle_records import REFERENCE, read_reference_flows, reference_captures
 
@@ -24,7 +26,7 @@ def flow(saddr: str, daddr: str, **fields: object) -> dict[str, object]:
         "sappbytes": 18, "dappbytes": 0,
     }
     for name in ("stime", "ltime"):
-        if name in fields:
+        if fields.get(name) is not None:
             fields[name] = datetime.fromtimestamp(fields[name], tz=UTC)
     record.update(fields)
     return record
@@ -255,3 +257,124 @@ def test_mac_key_groups_by_source_mac() -> None:
         "02:00:00:00:00:01", "02:00:00:00:00:02"
     ]
     assert [row["trans"] for row in clustered] == [2, 1]
+
+
+def in_batches(table: pa.Table, size: int) -> pa.Table:
+    """Return ``table`` split into record batches of ``size`` rows (the way files are read)."""
+    return pa.Table.from_batches(table.combine_chunks().to_batches(max_chunksize=size))
+
+
+def test_fields_agree_or_merge_across_batches() -> None:
+    first_mac, other_mac = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
+    records = make_table(
+        # Group 1: every member agrees, nulls aside.
+        flow("10.0.0.1", "10.0.0.2", sttl=64, dttl=None, smac=first_mac, cause="Start", seq=7),
+        flow("10.0.0.1", "10.0.0.2", sttl=None, dttl=None, smac=first_mac, cause="Start", seq=5),
+        # Group 2: the members differ in every field.
+        flow("10.0.0.3", "10.0.0.4", sttl=64, dttl=30, smac=first_mac, cause="Start", seq=9,
+             stime=90, ltime=95),
+        flow("10.0.0.3", "10.0.0.4", sttl=65, dttl=31, smac=other_mac, cause="Stop", seq=None,
+             stime=80, ltime=None),
+    )
+    expected = [
+        {"sttl": 64, "dttl": None, "smac": first_mac, "cause": "Start", "seq": 5,
+         "stime": datetime.fromtimestamp(100, tz=UTC),
+         "ltime": datetime.fromtimestamp(100, tz=UTC)},
+        {"sttl": None, "dttl": None, "smac": None, "cause": None, "seq": 9,
+         "stime": datetime.fromtimestamp(80, tz=UTC),
+         "ltime": datetime.fromtimestamp(95, tz=UTC)},
+    ]
+    # One record per batch: the members of a group meet only in the per-group state.
+    for table in (records, in_batches(records, 1), in_batches(records, 3)):
+        merged = cluster_records(table, ["saddr", "daddr"]).to_pylist()
+        actual = [{name: row[name] for name in expected[0]} for row in merged]
+        assert actual == expected
+
+
+def test_columns_constant_per_batch_still_merge() -> None:
+    # Every batch is constant on its own, but the batches differ from each other.
+    records = in_batches(make_table(
+        flow("10.0.0.1", "10.0.0.2", cause="Start", dmac=bytes.fromhex("020000000001")),
+        flow("10.0.0.1", "10.0.0.2", cause="Stop", dmac=bytes.fromhex("020000000002")),
+    ), 1)
+    merged = cluster_records(records, ["saddr"]).to_pylist()
+    assert merged[0]["cause"] is None
+    assert merged[0]["dmac"] is None
+
+
+def test_constant_columns_repeat_their_value() -> None:
+    mac = bytes.fromhex("020000000009")
+    records = in_batches(make_table(*[
+        flow(f"10.0.0.{host}", "10.0.0.99", cause="Status", dmac=mac, srcid="sensor-1")
+        for host in range(1, 6)
+    ]), 2)
+    merged = cluster_records(records, ["saddr"])
+    assert merged.column("cause").to_pylist() == ["Status"] * 5
+    assert merged.column("dmac").to_pylist() == [mac] * 5
+    assert merged.column("srcid").to_pylist() == ["sensor-1"] * 5
+    merged.validate(full=True)
+
+
+def test_unrequested_columns_are_null() -> None:
+    records = make_table(flow("10.0.0.1", "10.0.0.2", smac=bytes.fromhex("020000000001"),
+                              dmac=bytes.fromhex("020000000002")))
+    merged = cluster_records(records, ["saddr"], columns={"saddr", "smac", "pkts"})
+    assert merged.schema == FLOW_SCHEMA
+    assert merged.column("smac").to_pylist() == [bytes.fromhex("020000000001")]
+    assert merged.column("pkts").to_pylist() == [1]
+    for name in ("dmac", "stime", "state", "suser", "sttl", "label"):
+        assert merged.column(name).null_count == 1, name
+    merged.validate(full=True)
+
+
+def test_null_array_matches_arrow_nulls() -> None:
+    for field in FLOW_SCHEMA:
+        for count in (0, 1, 1000):
+            nulls = null_array(field.type, count)
+            nulls.validate(full=True)
+            assert nulls.type == field.type
+            assert nulls.equals(pa.nulls(count, field.type)), field.name
+
+
+@pytest.mark.parametrize("kind", [pa.binary(16), pa.binary(6), pa.uint16(), pa.uint64(),
+                                  pa.timestamp("us", tz="UTC")])
+def test_take_chunked_matches_take(kind: pa.DataType) -> None:
+    rng = np.random.default_rng(5)
+    if pa.types.is_fixed_size_binary(kind):
+        whole = pa.array([rng.bytes(kind.byte_width) for _ in range(1000)], kind)
+    else:
+        whole = pa.array(rng.integers(0, 60_000, 1000)).cast(kind)
+    # Uneven chunks, an empty one, and chunks that are slices (non-zero offsets).
+    column = pa.chunked_array([whole.slice(0, 300), whole.slice(300, 0), whole.slice(300, 450),
+                               whole.slice(750)])
+    for rows in (np.arange(0, 1000, 7), rng.integers(0, 1000, 500), np.array([999, 0, 500])):
+        gathered = take_chunked(column, rows)
+        gathered.validate(full=True)
+        assert gathered.equals(whole.take(pa.array(rows)))
+
+
+CONSTANT_CASES = [
+    (pa.chunked_array([pa.array(["Start"] * 3), pa.array(["Start"] * 2)]), "Start"),
+    (pa.chunked_array([pa.array(["Start"] * 3), pa.array(["Stop!"] * 2)]), None),
+    (pa.chunked_array([pa.array(["Start"] * 3), pa.array(["Stop"] * 2)]), None),
+    (pa.chunked_array([pa.array(["ab", "abc"])]), None),
+    (pa.chunked_array([pa.array(["", ""]), pa.array([""])]), ""),
+    (pa.chunked_array([pa.array(["x"]), pa.array(["", ""])]), None),
+    (pa.chunked_array([pa.array(["a", "b", "a"]).slice(2), pa.array(["a"])]), "a"),
+    (pa.chunked_array([pa.array([], pa.string()), pa.array(["é", "é"])]), "é"),
+    (pa.chunked_array([pa.array(["a", None])]), None),
+    (pa.chunked_array([pa.array([b"xy", b"xy"], pa.binary())]), b"xy"),
+    (pa.chunked_array([pa.array([b"abcdef"] * 2, pa.binary(6)),
+                       pa.array([b"abcdef"], pa.binary(6))]), b"abcdef"),
+    (pa.chunked_array([pa.array([b"abcdef"] * 2, pa.binary(6)),
+                       pa.array([b"abcdeg"], pa.binary(6))]), None),
+    (pa.chunked_array([pa.array([1, 1], pa.uint8()), pa.array([1], pa.uint8())]), 1),
+    (pa.chunked_array([pa.array([1, 1], pa.uint8()), pa.array([2], pa.uint8())]), None),
+]
+
+
+@pytest.mark.parametrize(("column", "expected"), CONSTANT_CASES)
+def test_constant_column_detection(column: pa.ChunkedArray, expected: object) -> None:
+    value = constant_value(column)
+    assert value == expected
+    assert type(value) is type(expected)

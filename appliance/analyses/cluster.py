@@ -25,11 +25,14 @@ is not implemented; records are merged only under their own key.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
 
+from appliance.analyses.columns import null_array
 from appliance.analyses.grouping import Grouper, KeyPacking
 from appliance.analyses.keys import (
     ADDRESS_ETYPES,
@@ -68,6 +71,9 @@ VALUE_KEYS = frozenset(
 )
 
 MODES = (None, "rmon", "norep")
+
+#: Batches whose keys are packed ahead of the one being inserted, at most.
+PACKED_AHEAD = 2
 
 #: Column pairs exchanged when -M rmon counts a record from the destination's side.
 DIRECTION_PAIRS = [
@@ -202,37 +208,72 @@ def _group(table: pa.Table, key_list: list[str]) -> tuple[np.ndarray, np.ndarray
 
     Returns the group id of each row and the first row of each group. The key columns
     are computed twice per batch: once to learn their ranges, once to pack and insert
-    them, so that no whole-table key column is ever held.
+    them, so that no whole-table key column is ever held. Both passes use two threads:
+    the ranges are learned from two halves of the batches at once, and a batch's keys
+    are packed while the batches before it are inserted.
     """
     keys = _KeyColumns(table.schema, key_list)
+    parts = list(batches(table, keys.names))
     packing = KeyPacking()
-    for _, batch in batches(table, keys.names):
-        packing.observe(keys(batch))
-    grouper: Grouper | None = None
-    for offset, batch in batches(table, keys.names):
-        packed = packing.pack(keys(batch))
-        if grouper is None:
-            grouper = Grouper(table.num_rows, packed.shape[1])
-        grouper.insert(packed, offset)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        if keys.strings:
+            # String codes are numbered in order of appearance, by one thread.
+            _observe(keys, packing, parts, threading.Lock())
+        else:
+            lock = threading.Lock()
+            half = len(parts) // 2
+            other = pool.submit(_observe, keys, packing, parts[half:], lock)
+            _observe(keys, packing, parts[:half], lock)
+            other.result()
+        grouper: Grouper | None = None
+        pending: deque[tuple[int, Future]] = deque()
+        for offset, batch in parts:
+            pending.append((offset, pool.submit(_pack, keys, packing, batch)))
+            if len(pending) > PACKED_AHEAD:
+                grouper = _insert(grouper, table.num_rows, *pending.popleft())
+        while pending:
+            grouper = _insert(grouper, table.num_rows, *pending.popleft())
     assert grouper is not None
     return grouper.ids, grouper.first
+
+
+def _observe(keys: _KeyColumns, packing: KeyPacking, parts: list[tuple[int, pa.RecordBatch]],
+             lock: threading.Lock) -> None:
+    """Feed the key ranges of some batches to ``packing``."""
+    for _, batch in parts:
+        columns = keys(batch)
+        with lock:
+            packing.observe(columns)
+
+
+def _pack(keys: _KeyColumns, packing: KeyPacking, batch: pa.RecordBatch) -> np.ndarray:
+    return packing.pack(keys(batch))
+
+
+def _insert(grouper: Grouper | None, rows: int, offset: int, packed: Future) -> Grouper:
+    """Insert one batch's packed keys, creating the grouper at the first batch."""
+    keys = packed.result()
+    if grouper is None:
+        grouper = Grouper(rows, keys.shape[1])
+    grouper.insert(keys, offset)
+    return grouper
 
 
 def _assemble(table: pa.Table, ids: np.ndarray, first: np.ndarray, key_list: list[str],
               norep: bool, requested: set[str]) -> pa.Table:
     """Build one flow record per group with the merge rules; columns not ``requested`` are null."""
     values, addresses = _key_expression_names(key_list)
-    merger = Merger(Groups(table, ids, first), values, norep, dict(addresses))
-    merger.prepare(requested)
-    builders = _builders(merger, requested)
+    merger = Merger(Groups(table, ids, first), values, norep, dict(addresses), requested)
+    shared = merger.shared_passes()
     with ThreadPoolExecutor(max_workers=2) as pool:
-        built = list(pool.map(lambda build: build(), builders.values()))
+        built = list(pool.map(lambda task: task(),
+                              [*shared, *_builders(merger, requested).values()]))
     columns: dict[str, pa.Array] = {}
-    for result in built:
+    for result in built[len(shared):]:
         columns.update(result)
     count = len(first)
     arrays = [columns[field.name].cast(field.type) if field.name in columns
-              else pa.nulls(count, field.type) for field in FLOW_SCHEMA]
+              else null_array(field.type, count) for field in FLOW_SCHEMA]
     return pa.Table.from_arrays(arrays, schema=FLOW_SCHEMA)
 
 
@@ -243,7 +284,7 @@ def _builders(merger: Merger, requested: set[str]) -> dict[str, object]:
     """
     builders: dict[str, object] = {}
     if requested & {"stime", "ltime", "seq"}:
-        builders["times"] = merger.times
+        builders["times"] = lambda: merger.times(requested)
     counters = [name for name in COUNTERS if name in requested]
     if counters:
         builders["counters"] = lambda: {name: pa.array(merger.sums[name]) for name in counters}
@@ -254,14 +295,15 @@ def _builders(merger: Merger, requested: set[str]) -> dict[str, object]:
     for name in ZERO_WHEN_DIFFERENT + NULL_WHEN_DIFFERENT:
         if name in requested:
             builders[name] = lambda name=name: {name: merger.equal_or(name)}
-    for name in ("suser", "duser"):
-        if name in requested:
-            builders[name] = lambda name=name: {name: merger.user_data(name)}
+    users = [name for name in ("suser", "duser") if name in requested]
+    if users:
+        builders["user data"] = lambda: merger.user_data(users)
     for name in ADDRESS_FIELDS:
         if name in requested:
             builders[name] = lambda name=name: {name: merger.addresses(name)}
-    if requested & set(MAC_FIELDS):
-        builders["macs"] = merger.macs
+    for name in MAC_FIELDS:
+        if name in requested:
+            builders[name] = lambda name=name: {name: merger.mac(name)}
     if "flgs" in requested:
         builders["flgs"] = lambda: {"flgs": merger.flags()}
     if "state" in requested:

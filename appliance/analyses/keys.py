@@ -112,7 +112,7 @@ def words_to_addresses(high: np.ndarray, low: np.ndarray, valid: np.ndarray) -> 
     words = np.empty((len(high), 2), dtype=">u8")
     words[:, 0] = high
     words[:, 1] = low
-    buffer = pa.py_buffer(words.tobytes())
+    buffer = pa.py_buffer(words)
     null_count = int((~valid).sum())
     bitmap = pa.array(valid, type=pa.bool_()).buffers()[1] if null_count else None
     return pa.Array.from_buffers(pa.binary(16), len(high), [bitmap, buffer], null_count=null_count)
@@ -201,7 +201,7 @@ def mac_words(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarra
 def words_to_macs(value: np.ndarray, valid: np.ndarray) -> pa.Array:
     """Convert 48-bit integers back to a 6-byte MAC array (null where not valid)."""
     raw = value.astype(">u8").view(np.uint8).reshape(-1, 8)[:, 2:]
-    buffer = pa.py_buffer(np.ascontiguousarray(raw).tobytes())
+    buffer = pa.py_buffer(np.ascontiguousarray(raw))
     null_count = int((~valid).sum())
     bitmap = pa.array(valid, type=pa.bool_()).buffers()[1] if null_count else None
     return pa.Array.from_buffers(pa.binary(6), len(value), [bitmap, buffer], null_count=null_count)

@@ -1,9 +1,12 @@
 """racluster's merge rules: one output column per group of records, from the group ids.
 
-``Merger`` builds the merged records from two shared compiled passes over the rows
-(``appliance.analyses.grouping``). The two passes run on two threads, because the
-compiled kernels and Arrow's compute functions release the GIL. Only the requested
-columns are built, and the others are null.
+``Merger`` builds the merged records with compiled passes over the rows
+(``appliance.analyses.grouping``): two passes shared between columns (the counter sums
+and the string sets), then one pass per column for the others. Passes run on two
+threads, because the compiled kernels and Arrow's compute functions release the GIL.
+Only the requested columns are built, and the others are null. Per-group values are
+kept in the column's own type where they can be, so that an output column is the
+accumulator itself, without a copy.
 
 String columns (flgs, state, dir) are dictionary-encoded, and each group keeps the set
 of codes it saw as a 64-bit mask. Every merge rule on them (agreement, TCP state
@@ -14,17 +17,27 @@ distinct mask rather than once per row.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from appliance.analyses.columns import (
+    constant_value,
+    null_array,
+    repeat_value,
+    take_chunked,
+    take_columns,
+)
 from appliance.analyses.flags import merge_flags
 from appliance.analyses.grouping import (
+    AGREE,
+    add_agreement,
     add_bounds,
+    add_extreme,
     add_first_minimum,
     add_masks,
     add_totals,
@@ -39,7 +52,7 @@ from appliance.analyses.keys import (
     words_to_macs,
 )
 from appliance.analyses.shortstrings import ShortStringCoder
-from appliance.records import FLOW_SCHEMA, TIMESTAMP, EtherType
+from appliance.records import FLOW_SCHEMA, MAC, TIMESTAMP, EtherType
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +75,9 @@ MASK_BITS = 64
 TCP = 6
 ADDRESS_FIELDS = ("saddr", "daddr")
 MAC_FIELDS = ("smac", "dmac")
+
+#: The validity passed to the compiled passes for a batch without nulls.
+NO_NULLS = np.zeros(0, dtype=np.bool_)
 
 
 def numbers(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +102,7 @@ def unsigned(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     values, valid = numbers(column)
     if values.dtype == np.int64:
         return values.view(np.uint64), valid
-    return values.astype(np.uint64), valid
+    return values.astype(np.uint64, copy=False), valid
 
 
 def _frozen(arrays: list[np.ndarray]) -> tuple[np.ndarray, ...]:
@@ -136,26 +152,6 @@ class StringCodes:
             valid = valid & (codes < self.limit)
             codes = np.where(codes < self.limit, codes, 0)
         return codes, valid
-
-
-def take_chunked(column: pa.ChunkedArray, rows: np.ndarray) -> pa.Array:
-    """Gather ``rows`` of a chunked column: sorted, split by chunk, then put back in order."""
-    rows = np.asarray(rows, dtype=np.int64)
-    if column.num_chunks <= 1 or len(rows) == 0:
-        return column.take(pa.array(rows)).combine_chunks()
-    ascending = bool(np.all(rows[1:] >= rows[:-1]))
-    order = None if ascending else np.argsort(rows, kind="stable")
-    ordered = rows if order is None else rows[order]
-    starts = np.cumsum([0] + [len(chunk) for chunk in column.chunks])
-    cuts = np.searchsorted(ordered, starts)
-    pieces = [chunk.take(pa.array(ordered[cuts[index]:cuts[index + 1]] - starts[index]))
-              for index, chunk in enumerate(column.chunks) if cuts[index + 1] > cuts[index]]
-    gathered = pa.concat_arrays(pieces)
-    if order is None:
-        return gathered
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(len(order))
-    return gathered.take(pa.array(inverse))
 
 
 def batches(table: pa.Table, names: list[str]) -> Iterator[tuple[int, pa.RecordBatch]]:
@@ -212,6 +208,7 @@ class Groups:
         self.first = first
         self.count = len(first)
         self._earliest: np.ndarray | None = None
+        self._earliest_lock = threading.Lock()
 
     def scan(self, measures: dict[str, Measure], strings: list[str]) -> Scan:
         """Measure per-group bounds and string masks of many columns in one pass."""
@@ -251,9 +248,59 @@ class Groups:
             add_totals(columns, self.ids[offset:offset + batch.num_rows], sums)
         return sums
 
+    def _values(self, name: str) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Yield (group ids, values, valid) per batch of a numeric, time or MAC column.
+
+        ``valid`` is NO_NULLS for a batch without nulls. Null values are 0.
+        """
+        for offset, batch in batches(self.table, [name]):
+            column = batch.column(0)
+            if name in MAC_FIELDS:
+                values, valid = mac_words(column)
+            else:
+                values, valid = numbers(column)
+            yield (self.ids[offset:offset + batch.num_rows], values,
+                   np.asarray(valid, dtype=np.bool_) if column.null_count else NO_NULLS)
+
+    def _per_group(self, name: str) -> np.ndarray:
+        """Return zeros, one per group, of the NumPy type of a column's values."""
+        kind = self.table.schema.field(name).type
+        if name in MAC_FIELDS:
+            dtype = np.dtype(np.uint64)
+        elif pa.types.is_timestamp(kind):
+            dtype = np.dtype(np.int64)
+        else:
+            dtype = np.dtype(kind.to_pandas_dtype())
+        return np.zeros(self.count, dtype=dtype)
+
+    def agreement(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Return each group's first non-null value of a column and its agreement state.
+
+        The state (uint8) is ``grouping.UNSEEN`` for a group without values, AGREE
+        when every non-null value equals the first, DIFFER otherwise.
+        """
+        first = self._per_group(name)
+        agreement = np.zeros(self.count, dtype=np.uint8)
+        for ids, values, valid in self._values(name):
+            add_agreement(values, valid, ids, first, agreement)
+        return first, agreement
+
+    def extreme(self, name: str, lowest: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Return each group's smallest (``lowest``) or largest non-null value, and
+        whether it had one. Groups without a value get 0."""
+        best = self._per_group(name)
+        seen = np.zeros(self.count, dtype=np.bool_)
+        for ids, values, valid in self._values(name):
+            add_extreme(values, valid, ids, lowest, best, seen)
+        return best, seen
+
     @property
     def earliest(self) -> np.ndarray:
         """The first row with the smallest stime of each group."""
+        with self._earliest_lock:
+            return self._find_earliest()
+
+    def _find_earliest(self) -> np.ndarray:
         if self._earliest is None:
             best = np.zeros(self.count, dtype=np.int64)
             rows = np.full(self.count, -1, dtype=np.int64)
@@ -267,6 +314,11 @@ class Groups:
     def take(self, name: str, rows: np.ndarray) -> pa.Array:
         """Gather rows of a column, chunk by chunk (faster than a take over many chunks)."""
         return take_chunked(self.table.column(name), rows)
+
+    def take_many(self, names: list[str], rows: np.ndarray) -> dict[str, pa.Array]:
+        """Gather the same rows of several columns, sorting the rows once."""
+        gathered = take_columns([self.table.column(name) for name in names], rows)
+        return dict(zip(names, gathered, strict=True))
 
     def by_rows(self, name: str) -> list[list]:
         """Collect each group's non-null values of a column in row order (the slow path)."""
@@ -289,96 +341,101 @@ def _per_mask(masks: np.ndarray, texts: list, rule: Callable[[list], object],
     return pa.array(results, kind).take(encoded.indices)
 
 
-def _constant(column: pa.ChunkedArray) -> object | None:
-    """Return the value of a column without nulls whose rows all equal it, else None."""
-    if column.null_count or len(column) == 0:
-        return None
-    bounds = pc.min_max(column)
-    return bounds["min"].as_py() if bounds["min"] == bounds["max"] else None
-
-
 def _address_words(arrays: list[pa.Array]) -> list[tuple[np.ndarray, np.ndarray]]:
     high, low, valid = address_words(arrays[0])
     return [(high, valid), (low, valid)]
 
 
-def _macs(arrays: list[pa.Array]) -> list[tuple[np.ndarray, np.ndarray]]:
-    return [mac_words(array) for array in arrays]
-
-
 class Merger:
-    """Builder of the merged columns of a cluster result, from two shared passes.
+    """Builder of the merged columns of a cluster result.
 
-    ``prepare`` runs them on two threads: one sums the counters and collects the string
-    sets, the other measures the bounds of every other numeric column.
+    The counter sums and the string sets of flgs, state and dir are shared between
+    columns, and ``shared_passes`` returns their passes, to be started first. Every other
+    column's own pass runs when the column is built. The builders may run on several
+    threads at once. A builder that needs a shared result waits for it, or computes it.
     """
 
     def __init__(self, groups: Groups, key_values: list[str], norep: bool,
-                 address_keys: dict[str, int | None]) -> None:
+                 address_keys: dict[str, int | None], requested: set[str]) -> None:
         self.groups = groups
         self.key_values = key_values
         self.norep = norep
         self.address_keys = address_keys
-        self.sums: dict[str, np.ndarray] = {}
-        self.scanned: Scan | None = None
-
-    def prepare(self, requested: set[str]) -> None:
-        """Run the passes that the ``requested`` columns need."""
-        sums = [name for name in [*COUNTERS, "trans"] if name in requested]
+        self._sum_names = [name for name in [*COUNTERS, "trans"] if name in requested]
         if requested & {"state", "dir"}:
-            sums += [name for name in ("spkts", "dpkts") if name not in sums]
-        measures: dict[str, Measure] = {name: plain(name) for name in ("stime", "ltime", "seq")
-                                        if name in requested}
-        strings = [name for name in ("flgs", "state", "dir") if name in requested]
-        for name in ZERO_WHEN_DIFFERENT + NULL_WHEN_DIFFERENT:
-            if name not in requested or name in self.key_values:
-                continue
-            column = self.groups.table.column(name)
-            if column.null_count == len(column) or _constant(column) is not None:
-                continue
-            if pa.types.is_string(column.type):
-                strings.append(name)
-            else:
-                measures[name] = plain(name)
-        if "state" in requested:
-            measures.setdefault("proto", plain("proto"))
-        for name in ADDRESS_FIELDS:
-            if name in requested and self.address_keys.get(name, 0) is not None:
-                measures[name] = Measure([name], _address_words, width=2)
-        if requested & set(MAC_FIELDS):
-            measures["macs"] = Measure(list(MAC_FIELDS), _macs, width=2)
-        def sums_and_strings() -> tuple[np.ndarray, Scan]:
-            return self.groups.totals(sums), self.groups.scan({}, strings)
+            self._sum_names += [name for name in ("spkts", "dpkts") if name not in self._sum_names]
+        self._string_names = [name for name in ("flgs", "state", "dir") if name in requested]
+        self._summaries: dict[str, tuple[bool, object | None]] = {}
+        self._shared_results: dict[str, object] = {}
+        self._locks: dict[str, threading.Lock] = {}
 
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            other = pool.submit(sums_and_strings)
-            self.scanned = self.groups.scan(measures, [])
-            totals, string_scan = other.result()
-        self.scanned.masks.update(string_scan.masks)
-        self.sums = {name: totals[:, index] for index, name in enumerate(sums)}
+    def shared_passes(self) -> list[Callable[[], object]]:
+        """Return the passes shared between columns, to start before the builders: the
+        counter sums and the string sets of flgs, state and dir."""
+        passes: list[Callable[[], object]] = [lambda: self.sums]
+        for name in self._string_names:
+            passes.append(lambda name=name: self.masks(name))
+        return passes
 
     @property
-    def scan(self) -> Scan:
-        assert self.scanned is not None, "prepare() first"
-        return self.scanned
+    def sums(self) -> dict[str, np.ndarray]:
+        """Per-group sums of the counters (and trans), by column."""
+        return self._shared("sums", self._sum)
+
+    def _sum(self) -> dict[str, np.ndarray]:
+        totals = self.groups.totals(self._sum_names)
+        # Contiguous copies, so that each counter column is its sums without a further
+        # copy and the (groups, columns) array is released here.
+        return {name: np.ascontiguousarray(totals[:, index])
+                for index, name in enumerate(self._sum_names)}
 
     def masks(self, name: str) -> tuple[np.ndarray, list] | None:
-        return self.scan.masks[name]
+        """Return a string column's per-group masks of codes and the texts the codes
+        number, or None when the column has more than MASK_BITS distinct texts."""
+        return self._shared(f"masks {name}", lambda: self.groups.scan({}, [name]).masks[name])
+
+    def _summary(self, name: str) -> tuple[bool, object | None]:
+        """Return whether a column is all null, and its value when every row has it."""
+        if name not in self._summaries:
+            column = self.groups.table.column(name)
+            self._summaries[name] = (column.null_count == len(column), constant_value(column))
+        return self._summaries[name]
+
+    def _shared(self, key: str, compute: Callable[[], object]) -> object:
+        """Return ``compute()``, computed once for all builders that ask for ``key``."""
+        with self._locks.setdefault(key, threading.Lock()):
+            if key not in self._shared_results:
+                self._shared_results[key] = compute()
+            return self._shared_results[key]
+
+    def agreement(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``Groups.agreement`` of a column, computed once, because proto's serves
+        both the proto and the state column."""
+        return self._shared(f"agreement {name}", lambda: self.groups.agreement(name))
+
+    def bounds(self, name: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Return per-group (low, high, seen) of a column: one triple, two for addresses."""
+        if name in ADDRESS_FIELDS:
+            measure = Measure([name], _address_words, width=2)
+        else:
+            measure = plain(name)
+        return self._shared(f"bounds {name}",
+                            lambda: self.groups.scan({name: measure}, []).bounds[name])
 
     # One column each.
 
-    def times(self) -> dict[str, pa.Array]:
-        """Return stime (earliest), ltime (latest) and seq (lowest), if measured."""
-        bounds = self.scan.bounds
+    def times(self, requested: set[str]) -> dict[str, pa.Array]:
+        """Return those of stime (earliest), ltime (latest) and seq (lowest) that are
+        requested."""
         merged = {}
-        if "stime" in bounds:
-            low, _, seen = bounds["stime"][0]
-            merged["stime"] = pa.array(low.view(np.int64), mask=~seen).cast(TIMESTAMP)
-        if "ltime" in bounds:
-            _, high, seen = bounds["ltime"][0]
-            merged["ltime"] = pa.array(high.view(np.int64), mask=~seen).cast(TIMESTAMP)
-        if "seq" in bounds:
-            low, _, seen = bounds["seq"][0]
+        if "stime" in requested:
+            low, seen = self.groups.extreme("stime", lowest=True)
+            merged["stime"] = pa.array(low, mask=~seen).cast(TIMESTAMP)
+        if "ltime" in requested:
+            high, seen = self.groups.extreme("ltime", lowest=False)
+            merged["ltime"] = pa.array(high, mask=~seen).cast(TIMESTAMP)
+        if "seq" in requested:
+            low, seen = self.groups.extreme("seq", lowest=True)
             merged["seq"] = pa.array(low, mask=~seen).cast(pa.uint64())
         return merged
 
@@ -388,28 +445,36 @@ class Merger:
         groups = self.groups
         if name in self.key_values:
             return groups.take(name, groups.first)
-        column = groups.table.column(name)
         zero = name in ZERO_WHEN_DIFFERENT
-        if column.null_count == len(column):
+        all_null, value = self._summary(name)
+        if all_null:
             if zero:
                 return pa.array(np.zeros(groups.count, dtype=np.int64)).cast(field.type)
-            return pa.nulls(groups.count, field.type)
-        value = _constant(column)
+            return null_array(field.type, groups.count)
         if value is not None:
-            return pa.repeat(pa.scalar(value, field.type), groups.count)
+            return repeat_value(value, field.type, groups.count)
         if pa.types.is_string(field.type):
             return self._equal_strings(name)
-        low, high, seen = self.scan.bounds[name][0]
-        equal = seen & (low == high)
         if name == "etype":
-            # IPv4 and IPv6 members merge into an IPv6 prefix (their common prefix of
-            # IPv4-mapped and IPv6 addresses), so the record stays an IP flow.
-            mixed_ip = seen & (low == int(EtherType.IPV4)) & (high == int(EtherType.IPV6))
-            low = np.where(mixed_ip, np.uint64(int(EtherType.IPV6)), low)
-            equal = equal | mixed_ip
+            return self._equal_etype()
+        first, agreement = self.agreement(name) if name == "proto" \
+            else groups.agreement(name)
+        equal = agreement == AGREE
+        merged = np.where(equal, first, first.dtype.type(0))
         if zero:
-            return pa.array(np.where(equal, low, 0)).cast(field.type)
-        return pa.array(low, mask=~equal).cast(field.type)
+            return pa.array(merged).cast(field.type)
+        return pa.array(merged, mask=~equal).cast(field.type)
+
+    def _equal_etype(self) -> pa.Array:
+        """Return etype where the members agree, and IPv6 for IPv4 and IPv6 members.
+
+        Such members' addresses merge into an IPv6 prefix (the common prefix of
+        IPv4-mapped and IPv6 addresses), so the record stays an IP flow."""
+        low, high, seen = self.bounds("etype")[0]
+        mixed_ip = seen & (low == int(EtherType.IPV4)) & (high == int(EtherType.IPV6))
+        equal = (seen & (low == high)) | mixed_ip
+        low = np.where(mixed_ip, np.uint64(int(EtherType.IPV6)), low)
+        return pa.array(low, mask=~equal).cast(FLOW_SCHEMA.field("etype").type)
 
     def _equal_strings(self, name: str) -> pa.Array:
         masked = self.masks(name)
@@ -423,10 +488,10 @@ class Merger:
 
     def addresses(self, name: str) -> pa.Array:
         """Reduce each group's addresses to their longest common prefix."""
-        if name not in self.scan.bounds:
+        if self.address_keys.get(name, 0) is None:
             # A whole-address key: every member has the first row's address.
             return self.groups.take(name, self.groups.first)
-        (min_high, max_high, seen), (min_low, max_low, _) = self.scan.bounds[name]
+        (min_high, max_high, seen), (min_low, max_low, _) = self.bounds(name)
         length = common_prefix_length(min_high, min_low, max_high, max_low)
         prefix = self.address_keys.get(name)
         if prefix is not None:
@@ -440,11 +505,16 @@ class Merger:
         merged_high, merged_low = mask_words(min_high, min_low, length)
         return words_to_addresses(merged_high, merged_low, seen)
 
-    def macs(self) -> dict[str, pa.Array]:
-        """Return each group's MAC addresses where every member agrees, else null."""
-        return {name: words_to_macs(low, seen & (low == high))
-                for name, (low, high, seen) in zip(MAC_FIELDS, self.scan.bounds["macs"],
-                                                   strict=True)}
+    def mac(self, name: str) -> pa.Array:
+        """Return each group's MAC address (smac or dmac) where every member agrees, else null."""
+        all_null, value = self._summary(name)
+        if all_null:
+            return null_array(MAC, self.groups.count)
+        if value is not None:
+            return repeat_value(value, MAC, self.groups.count)
+        first, agreement = self.groups.agreement(name)
+        equal = agreement == AGREE
+        return words_to_macs(np.where(equal, first, np.uint64(0)), equal)
 
     def flags(self) -> pa.Array:
         """Merge each group's flgs strings position by position (see ``merge_flags``)."""
@@ -461,8 +531,17 @@ class Merger:
 
         return _per_mask(masks, texts, rule, pa.string())
 
-    def user_data(self, name: str) -> pa.Array:
-        column = self.groups.table.column(name)
-        if column.null_count == len(column):
-            return pa.nulls(self.groups.count, FLOW_SCHEMA.field(name).type)
-        return self.groups.take(name, self.groups.earliest)
+    def user_data(self, names: list[str]) -> dict[str, pa.Array]:
+        """Return suser and/or duser: the bytes of each group's earliest record, gathered
+        together."""
+        merged: dict[str, pa.Array] = {}
+        present = []
+        for name in names:
+            column = self.groups.table.column(name)
+            if column.null_count == len(column):
+                merged[name] = null_array(FLOW_SCHEMA.field(name).type, self.groups.count)
+            else:
+                present.append(name)
+        if present:
+            merged.update(self.groups.take_many(present, self.groups.earliest))
+        return merged

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from appliance.analyses.grouping import AGREE, UNSEEN
 from appliance.analyses.merge import TCP, TCP_STATE_PRIORITY, Merger, _mask_members
 
 #: Names the state choice indexes after the group's own value: the TCP priority states,
@@ -57,7 +58,8 @@ def _group_state_facts(merger: Merger) -> tuple[list[str], np.ndarray, np.ndarra
             members = _mask_members(mask, names)
             position = names.index(members[0]) if len(members) == 1 else -1
             per_mask.append((position, *_state_facts(members)))
-        table = np.array(per_mask, dtype=np.int64).reshape(-1, 3)[inverse]
+        # Small integers (positions below MASK_BITS, ranks up to 7) keep the per-group copy small.
+        table = np.array(per_mask, dtype=np.int16).reshape(-1, 3)[inverse]
         return names, table[:, 0], table[:, 1], table[:, 2].astype(bool)
     top = np.array([fact[0] for fact in facts], dtype=np.int64)
     any_int = np.array([fact[1] for fact in facts], dtype=bool)
@@ -66,8 +68,8 @@ def _group_state_facts(merger: Merger) -> tuple[list[str], np.ndarray, np.ndarra
 
 def _all_tcp(merger: Merger) -> np.ndarray:
     """Per group: whether every member with a proto is TCP (True when none has one)."""
-    low, high, seen = merger.scan.bounds["proto"][0]
-    return ~seen | ((low == TCP) & (high == TCP))
+    first, agreement = merger.agreement("proto")
+    return (agreement == UNSEEN) | ((agreement == AGREE) & (first == TCP))
 
 
 def merged_state(merger: Merger) -> pa.Array:
@@ -121,7 +123,7 @@ def merged_dir(merger: Merger) -> pa.Array:
             facts.append((all("?" in text for text in members),
                           all(text == "who" for text in members),
                           _agreed(members)))
-        table = np.array(facts, dtype=np.int64).reshape(-1, 3)[inverse]
+        table = np.array(facts, dtype=np.int8).reshape(-1, 3)[inverse]
         all_unsure, all_who = table[:, 0].astype(bool), table[:, 1].astype(bool)
         single = table[:, 2]
     spkts, dpkts = merger.sums["spkts"], merger.sums["dpkts"]
