@@ -112,9 +112,9 @@ def sort_order(compared: list[pa.Array | pa.ChunkedArray],
                descending: list[bool]) -> np.ndarray:
     """Return the stable order of rows by ``compared`` values, nulls last in each.
 
-    Arrow sorts one column of up to a few million rows fastest, and needs no more
-    imports. polars, loaded only when needed (0.1 s), sorts several columns, or one of
-    more rows, several times faster, on every core.
+    Arrow sorts one column of a million rows in half the time polars takes, and needs
+    no more imports. polars, loaded only when needed (0.1 s), sorts on every core: one
+    column of ten million rows in about half Arrow's time, several columns in a third.
     """
     if len(compared) == 1 and len(compared[0]) <= ARROW_SORT_ROWS:
         order = pc.array_sort_indices(compared[0], order="descending" if descending[0]

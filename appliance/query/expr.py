@@ -86,7 +86,7 @@ class Expr:
         return self._apply(pc.shift_right, bits)
 
     def is_in(self, values: Iterable[Any]) -> Expr:
-        """True where the value is one of ``values``."""
+        """Test whether the value is one of ``values``."""
         wanted = list(values)
 
         def evaluate(table: pa.Table) -> Datum:
@@ -96,30 +96,30 @@ class Expr:
         return Expr(evaluate, self.columns)
 
     def fill_null(self, value: Any) -> Expr:
-        """The value, with ``value`` in place of nulls."""
+        """Return the value, with ``value`` in place of nulls."""
         return self._apply(pc.fill_null, value)
 
     def cast(self, to: pa.DataType) -> Expr:
-        """The value converted to type ``to``."""
+        """Return the value converted to type ``to``."""
         return Expr(lambda table: pc.cast(self.evaluate(table), to), self.columns)
 
     def char_at(self, position: int) -> Expr:
-        """The character at ``position`` of a string ("" past its end)."""
+        """Return the character at ``position`` of a string ("" past its end)."""
         return Expr(lambda table: pc.utf8_slice_codeunits(self.evaluate(table), position,
                                                           position + 1), self.columns)
 
     def contains(self, text: str) -> Expr:
-        """True where a string contains ``text`` literally."""
+        """Test whether a string contains ``text`` literally."""
         return Expr(lambda table: pc.match_substring(self.evaluate(table), text), self.columns)
 
 
 def col(name: str) -> Expr:
-    """The column ``name`` of the table."""
+    """Return an expression for the column ``name`` of the table."""
     return Expr(lambda table: table.column(name), frozenset([name]))
 
 
 def seconds_between(first: str, last: str) -> Expr:
-    """Seconds from timestamp column ``first`` to timestamp column ``last``, as floats."""
+    """Return the seconds from timestamp column ``first`` to column ``last``, as floats."""
 
     def evaluate(table: pa.Table) -> Datum:
         span = pc.subtract(table.column(last), table.column(first))
