@@ -148,6 +148,7 @@ def swap_sides(sides, slot):
     """Exchange every field of a flow's two directions (user data moves with its chain)."""
     a, b = sides[slot, 0], sides[slot, 1]
     a.pkts, b.pkts = b.pkts, a.pkts
+    a.start, b.start = b.start, a.start
     a.bytes, b.bytes = b.bytes, a.bytes
     a.appbytes, b.appbytes = b.appbytes, a.appbytes
     a.seq, b.seq = b.seq, a.seq
@@ -203,6 +204,7 @@ def update(packets, table, row, slot, role):
         flow.has_packets = 1
         flow.stime = ts
         flow.ltime = ts
+        flow.report_base = ts
     elif ts > flow.ltime:
         flow.ltime = ts
     elif ts < flow.stime:
@@ -210,6 +212,8 @@ def update(packets, table, row, slot, role):
     payload_len = fields[row, c.PAYLOAD_LEN]
     fragment = fields[row, c.FRAGMENT]
     record = sides[slot, side]
+    if record.pkts == 0 or ts < record.start:
+        record.start = ts
     record.pkts += 1
     record.bytes += fields[row, c.BYTES]
     record.appbytes += payload_len
@@ -285,6 +289,17 @@ def ends_record(packets, flows, sides, slot, row):
 
 
 @njit(cache=True)
+def timed_out(flows, slot, before):
+    """Tell whether a reported flow was idle for its timeout by the previous packet.
+
+    argus checks its flows for idle timeouts as packets arrive, so a flow can time out
+    between two status ticks. Its next packet then starts a new flow.
+    """
+    flow = flows[slot]
+    return not flow.has_packets and before - flow.ltime >= flow_timeout(flow.etype, flow.proto)
+
+
+@njit(cache=True)
 def find_flow(table, keys, keys8, row, scratch):
     """Look a packet's flow up; return (slot or -1, hash, bucket) for the key to insert.
 
@@ -353,6 +368,12 @@ def run(start, packets, table, out, tables):
             flows[slot].ltime = max(flows[slot].ltime, ts)  # ends at the new SYN
             finish(table, out, slot, f.CAUSE_CLOSE, tables)
             new_flow(packets, table, row, slot, sender)
+        elif slot >= 0 and timed_out(flows, slot, ts_us[row - 1] if row else ts):
+            new_flow(packets, table, row, slot, sender)
+        elif slot >= 0 and flows[slot].has_packets and ts - flows[slot].report_base >= interval:
+            # argus reports a record that is one interval old before counting the packet,
+            # whether or not a status tick came between.
+            report(table, out, slot, flows[slot].ltime, tables)
         elif slot < 0:
             if keys8[row, EXTRA] == DNS_TAGGED:
                 slot = insert(index, hashes, slot_keys, free, meta, scratch, 0, h, bucket)
@@ -370,9 +391,14 @@ def run(start, packets, table, out, tables):
 def tick(now, cursor, closing, table, out, tables):
     """Run a status tick (or, with ``closing``, close every flow) from slot ``cursor`` on.
 
-    At a tick a flow idle for its timeout is closed, and an active flow whose
-    record is at least one interval old is reported. Returns the slot to resume
-    at when the record output filled up, else -1.
+    As in argus 3.0.8, a flow's record is reported once it is at least one interval
+    old. Only a flow whose record has been reported can time out, and it is closed
+    when it stays idle for its protocol's timeout after the report. Returns the slot
+    to resume at when the record output filled up, else -1.
+
+    NOTE: argus checks its flows only as packets arrive, so during a silence in a file
+    it runs no check. The ticks of such a silence can report and time out a flow here
+    that argus continues when its next packet comes.
     """
     index, hashes, _, _, free, flows, sides, chunks, chunk_next, meta = table
     records = out[0]
@@ -383,15 +409,28 @@ def tick(now, cursor, closing, table, out, tables):
             continue
         if meta[f.M_RECORDS] >= len(records):
             return slot
-        if closing or now - flow.ltime >= flow_timeout(flow.etype, flow.proto):
+        if closing or (not flow.has_packets
+                       and now - flow.ltime >= flow_timeout(flow.etype, flow.proto)):
             finish(table, out, slot, f.CAUSE_CLOSE, tables)
             flow.in_use = 0
             for side in range(2):
                 release(sides, slot, side, chunk_next, meta, chunks.shape[1])
             remove(index, hashes, free, meta, slot)
-        elif flow.has_packets and now - flow.stime >= interval:
-            cause = f.CAUSE_START if flow.first_record else f.CAUSE_STATUS
-            finish(table, out, slot, cause, tables)
-            flow.first_record = 0
-            start_record(table, slot, flow.ltime)
+        elif flow.has_packets and now - flow.report_base >= interval:
+            # argus reports the record about one interval after its first packet, and
+            # the flow's idle time counts from that report.
+            report(table, out, slot, max(flow.ltime, flow.report_base + interval), tables)
     return -1
+
+
+@njit(cache=True)
+def report(table, out, slot, idle_since, tables):
+    """Emit a flow's record as a status report and start its next, empty record.
+
+    The flow counts as idle from ``idle_since`` until its next packet.
+    """
+    flow = table[5][slot]
+    cause = f.CAUSE_START if flow.first_record else f.CAUSE_STATUS
+    finish(table, out, slot, cause, tables)
+    flow.first_record = 0
+    start_record(table, slot, idle_since)

@@ -35,6 +35,7 @@ FLOW_DTYPE = np.dtype(
     [
         ("stime", np.int64),  # microseconds
         ("ltime", np.int64),
+        ("report_base", np.int64),  # the record's first packet, where its status interval starts
         ("ip_ids", np.uint16, (2,)),  # IPv4 id of each direction's last TCP data segment
         ("etype", np.uint16),
         ("vlan", np.int16),  # -1 when untagged
@@ -79,6 +80,7 @@ SIDE_DTYPE = np.dtype(
     [
         ("pkts", np.int64),
         ("bytes", np.int64),
+        ("start", np.int64),  # time of the direction's first packet in the record
         ("appbytes", np.int64),
         ("seq", np.uint32),  # highest sequence number sent (argus ``seq``)
         ("ack", np.uint32),  # last acknowledgment sent, minus 1 (argus ``ack``)

@@ -34,6 +34,7 @@ ICMP_UNREACHABLE_STATES = {
     8: "URISO", 9: "URNPRO", 10: "URHPRO", 11: "URNTOS", 12: "URHTOS", 13: "URFIL",
     14: "URPRE", 15: "URCUT",
 }
+#: State of a destination-unreachable message with a code above 15.
 ICMP_UNREACHABLE_OTHER = "UR"
 #: ICMPv6 type -> state mnemonic, whatever the code; types missing here and in
 #: ICMPV6_CODE_STATES print UNK. argus keys a reply under the type of its query, so the

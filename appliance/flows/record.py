@@ -171,6 +171,22 @@ def write_sides(slot_keys8, flows, slot, records, addrs, out):
 
 
 @njit(cache=True)
+def record_start(flows, sides, slot):
+    """Return a record's start time as argus 3.0.8 prints it.
+
+    A flow's first record starts at its earliest packet. A later (status) record starts
+    at its source's first packet, or at the destination's when the source sent nothing.
+    """
+    if flows[slot].first_record:
+        return flows[slot].stime
+    if sides[slot, 0].pkts:
+        return sides[slot, 0].start
+    if sides[slot, 1].pkts:
+        return sides[slot, 1].start
+    return flows[slot].stime
+
+
+@njit(cache=True)
 def emit(slot, cause, slot_keys8, flows, sides, chunks, chunk_next, meta, records, addrs,
          rec_macs, flgs, rec_user, tables):
     """Append the current record of a flow to the output arrays."""
@@ -179,7 +195,7 @@ def emit(slot, cause, slot_keys8, flows, sides, chunks, chunk_next, meta, record
     meta[f.M_RECORDS] += 1
     records[out, f.R_SEQ] = meta[f.M_NEXT_SEQ]
     meta[f.M_NEXT_SEQ] += 1
-    records[out, f.R_STIME] = flows[slot].stime
+    records[out, f.R_STIME] = record_start(flows, sides, slot)
     records[out, f.R_LTIME] = flows[slot].ltime
     records[out, f.R_ETYPE] = flows[slot].etype
     records[out, f.R_PROTO] = flows[slot].proto
