@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from appliance.analyses.keys import with_mac_sources
 from appliance.atomic import write_atomically
 from appliance.jobspec import JobSpec, parse_record_range
 from appliance.query.fields import DEFAULT_FIELDS, source_columns, split_field
@@ -68,24 +70,34 @@ class JobResult:
         return RenderOptions(**settings)
 
 
-def select(spec: JobSpec, records: pa.Table) -> pa.Table:
-    """Return the records inside the spec's time range that match its filter."""
-    table = records
+def select(spec: JobSpec, records: pa.Table, columns: set[str] | None = None) -> pa.Table:
+    """Return the records inside the spec's time range that match its filter.
+
+    ``columns`` (see ``printed_columns``) keeps only those columns of the selected
+    records; the time range and the filter still see every column.
+    """
+    masks = []
     if spec.time:
-        table = filter_rows(table, parse_time_range(spec.time, spec.now).mask(table))
+        masks.append(parse_time_range(spec.time, spec.now).mask(records))
     if spec.filter:
-        table = filter_rows(table, parse_filter(spec.filter).mask(table))
-    return table
+        masks.append(parse_filter(spec.filter).mask(records))
+    table = records
+    if columns is not None:
+        kept = with_mac_sources(records, columns)
+        table = records.select([name for name in records.column_names if name in kept])
+    if not masks:
+        return table
+    return filter_rows(table, masks[0] if len(masks) == 1 else pc.and_(*masks))
 
 
 def printed_columns(spec: JobSpec) -> set[str] | None:
     """Return the record columns that printing the result of ``spec`` needs.
 
-    None for analyses whose rows are not projected (ra, label, dns). Given this set,
-    ``execute`` makes cluster and sort skip the columns that are not printed. Such a
-    result is for printing only, not for writing as records.
+    None for analyses whose rows are not projected (label, dns). Given this set,
+    ``execute`` makes ra keep, and cluster and sort build, only the printed columns.
+    Such a result is for printing only, not for writing as records.
     """
-    if spec.analysis not in ("cluster", "sort"):
+    if spec.analysis not in ("ra", "cluster", "sort"):
         return None
     return source_columns(spec.fields or DEFAULT_FIELDS)
 
@@ -133,7 +145,8 @@ def execute(spec: JobSpec, records: pa.Table, context: JobContext | None = None,
     """Run ``spec`` on ``records``: time range, filter, analysis, then the ``top`` (-N) rows.
 
     An input-side ``top`` (``i100``) keeps those input records before anything else.
-    ``columns`` limits the columns cluster and sort build (see ``printed_columns``).
+    ``columns`` limits the columns ra keeps and cluster and sort build (see
+    ``printed_columns``).
     """
     context = context or JobContext()
     timings: dict[str, float] = {}
@@ -142,7 +155,7 @@ def execute(spec: JobSpec, records: pa.Table, context: JobContext | None = None,
         records = window.apply(records)
 
     started = time.perf_counter()
-    selected = select(spec, records)
+    selected = select(spec, records, columns if spec.analysis == "ra" else None)
     timings["select_seconds"] = time.perf_counter() - started
     context.report(f"selected {selected.num_rows} of {records.num_rows} records")
 

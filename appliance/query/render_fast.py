@@ -12,7 +12,9 @@ print the same bytes.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -446,9 +448,40 @@ def newline_terminated(lines: pa.Array) -> bytes:
 
 def text_blocks(table: pa.Table, fields: list[str],
                 options: render.RenderOptions) -> Iterator[bytes]:
-    """Yield the record lines (no header) as UTF-8 bytes, one block per batch of records."""
-    for lines in line_batches(table, fields, options):
-        yield newline_terminated(lines)
+    """Yield the record lines (no header) as UTF-8 bytes, one block per batch of records.
+
+    ``TEXT_THREADS`` batches are formatted at once: most of the work is in Arrow and
+    NumPy functions, which release the GIL. Blocks come out in record order.
+    """
+    cells = _cells(fields, options)
+    starts = range(0, table.num_rows, BATCH_ROWS)
+    with ThreadPoolExecutor(max_workers=TEXT_THREADS) as pool:
+        pending: deque[Future[bytes]] = deque()
+        for start in starts:
+            pending.append(pool.submit(_text_block, table.slice(start, BATCH_ROWS), fields,
+                                       options, cells))
+            if len(pending) > TEXT_THREADS:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+#: Batches of records formatted at the same time by ``text_blocks``.
+TEXT_THREADS = 2
+
+
+def _text_block(table: pa.Table, fields: list[str], options: render.RenderOptions,
+                cells: list[_Cell]) -> bytes:
+    batch = _Batch(table)
+    columns = [format_column(batch, item, options) for item in fields]
+    return newline_terminated(_lines(columns, cells, options))
+
+
+def _lines(columns: list[pa.Array], cells: list[_Cell],
+           options: render.RenderOptions) -> pa.Array:
+    if options.delimiter is not None:
+        return _join(*columns, separator=options.delimiter)
+    return _fixed_lines(columns, cells)
 
 
 def column_batches(table: pa.Table, fields: list[str],
@@ -464,7 +497,4 @@ def line_batches(table: pa.Table, fields: list[str],
     """Yield the record lines (no header) as string arrays, one per batch of records."""
     cells = _cells(fields, options)
     for columns in column_batches(table, fields, options):
-        if options.delimiter is not None:
-            yield _join(*columns, separator=options.delimiter)
-        else:
-            yield _fixed_lines(columns, cells)
+        yield _lines(columns, cells, options)
