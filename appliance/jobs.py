@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from appliance.analyses.keys import with_mac_sources
 from appliance.atomic import write_atomically
@@ -73,21 +72,26 @@ class JobResult:
 def select(spec: JobSpec, records: pa.Table, columns: set[str] | None = None) -> pa.Table:
     """Return the records inside the spec's time range that match its filter.
 
-    ``columns`` (see ``printed_columns``) keeps only those columns of the selected
-    records; the time range and the filter still see every column.
+    The filter is evaluated on the records inside the time range only. ``columns``
+    (see ``printed_columns``) keeps only those columns of the result; the rows are
+    selected from those and the columns the time range and the filter read.
     """
-    masks = []
-    if spec.time:
-        masks.append(parse_time_range(spec.time, spec.now).mask(records))
-    if spec.filter:
-        masks.append(parse_filter(spec.filter).mask(records))
+    condition = parse_filter(spec.filter) if spec.filter else None
     table = records
+    kept: set[str] | None = None
     if columns is not None:
         kept = with_mac_sources(records, columns)
-        table = records.select([name for name in records.column_names if name in kept])
-    if not masks:
-        return table
-    return filter_rows(table, masks[0] if len(masks) == 1 else pc.and_(*masks))
+        read = kept | (condition.columns if condition else set())
+        if spec.time:
+            read |= {"stime", "ltime"}
+        table = records.select([name for name in records.column_names if name in read])
+    if spec.time:
+        table = filter_rows(table, parse_time_range(spec.time, spec.now).mask(table))
+    if condition is not None:
+        table = filter_rows(table, condition.mask(table))
+    if kept is not None:
+        table = table.select([name for name in table.column_names if name in kept])
+    return table
 
 
 def printed_columns(spec: JobSpec) -> set[str] | None:

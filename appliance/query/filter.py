@@ -158,6 +158,11 @@ class Filter:
         self.text = text
         self.expression = expression
 
+    @property
+    def columns(self) -> set[str]:
+        """The record columns the expression reads."""
+        return set(self.expression.columns) if self.expression is not None else set()
+
     def mask(self, table: pa.Table) -> pa.Array | pa.ChunkedArray:
         """Return a boolean array: True for each record the expression selects."""
         if self.expression is None:
