@@ -22,12 +22,13 @@ CAPTURE = "dns-udp-basic.pcap"
 COPIES = 1500
 
 
-def long_job_archive(corpus_dir: Path, archive_dir: Path, srcid: str) -> int:
-    """Write an archive of the capture's records repeated COPIES times; return its size."""
+def long_job_archive(corpus_dir: Path, archive_dir: Path, srcid: str,
+                     copies: int = COPIES) -> int:
+    """Write an archive of the capture's records repeated ``copies`` times; return its size."""
     build_archive(corpus_dir / CAPTURE, archive_dir, srcid)
     records = read_records(archive_dir)
     with RecordWriter(archive_dir / "copies.arrows") as writer:
-        writer.write(pa.concat_tables([records] * (COPIES - 1)))
+        writer.write(pa.concat_tables([records] * (copies - 1)))
     return read_records(archive_dir).num_rows
 
 

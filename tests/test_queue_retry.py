@@ -79,6 +79,11 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
+#: Copies of the capture's records in the job's archive: enough that the job still runs
+#: through the two-second broker outage on a fast machine (about 170,000 records).
+OUTAGE_JOB_COPIES = 5000
+
+
 def test_job_survives_broker_restart(own_redis: RedisServer, corpus_dir: Path,
                                      write_sensor_config: Callable[..., Path], tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
@@ -86,7 +91,8 @@ def test_job_survives_broker_restart(own_redis: RedisServer, corpus_dir: Path,
     srcid = f"r{uuid.uuid4().hex[:10]}"
     config_path = write_sensor_config(srcid=srcid, broker={"url": own_redis.url})
     config = load_config(config_path)
-    records = long_job_archive(corpus_dir, config.archive_dir, srcid)
+    records = long_job_archive(corpus_dir, config.archive_dir, srcid,
+                               copies=OUTAGE_JOB_COPIES)
     client = token_client(config_path)
     worker_log = tmp_path / "worker.log"
     worker = start_worker(config_path, config.queue, worker_log)
