@@ -6,8 +6,8 @@ The build runs the capture path once with numba's JIT on synthetic packets: a pc
 file, a live-capture batch, and enough flows to grow the flow table. It then finds the
 compiled functions that Python code calls and exports each signature numba compiled
 for them. So a changed kernel signature is picked up by the next build without editing this
-file. The module also exports the fingerprint of the sources it was built from;
-``appliance.jit`` uses it only while the sources are unchanged.
+file. The module also exports the fingerprint of the sources it was built from, and
+``appliance.jit`` uses the module only while the sources are unchanged.
 """
 
 from __future__ import annotations

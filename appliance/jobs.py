@@ -72,9 +72,9 @@ class JobResult:
 def select(spec: JobSpec, records: pa.Table, columns: set[str] | None = None) -> pa.Table:
     """Return the records inside the spec's time range that match its filter.
 
-    The filter is evaluated on the records inside the time range only. ``columns``
-    (see ``printed_columns``) keeps only those columns of the result; the rows are
-    selected from those and the columns the time range and the filter read.
+    The filter is evaluated on the records inside the time range only. With ``columns``
+    (see ``printed_columns``) the result contains only those columns. The rows are then
+    selected from them plus the columns that the time range and the filter read.
     """
     condition = parse_filter(spec.filter) if spec.filter else None
     table = records

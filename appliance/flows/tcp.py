@@ -122,6 +122,7 @@ def first_packet(flows, sides, slot, side, flags, seq, ack, window, length):
     src = sides[slot, side]
     dst = sides[slot, 1 - side]
     src.seq_base = length
+
     if flags & RST:
         flows[slot].tcp_state = S_LISTEN
         if seq:
@@ -132,6 +133,7 @@ def first_packet(flows, sides, slot, side, flags, seq, ack, window, length):
             src.seq = (ack - 1) & MASK
         dst.ack = (ack - 1) & MASK
         return
+
     kind = flags & (SYN | ACK | FIN | PSH | URG)
     if kind == SYN:
         flows[slot].tcp_state = S_SYN_SENT
@@ -150,6 +152,7 @@ def first_packet(flows, sides, slot, side, flags, seq, ack, window, length):
         if flags & (ECE | CWR) == ECE:
             src.tcp_status |= f.TS_ECN_CAPABLE
         return
+
     if kind & ACK and not kind & (SYN | FIN):
         dst.ack = (ack - 1) & MASK
     if kind & FIN and not kind & (SYN | PSH | URG):

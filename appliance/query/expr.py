@@ -87,11 +87,11 @@ class Expr:
 
     def is_in(self, values: Iterable[Any]) -> Expr:
         """Test whether the value is one of ``values``."""
-        wanted = list(values)
+        choices = list(values)
 
         def evaluate(table: pa.Table) -> Datum:
             column = self.evaluate(table)
-            return pc.is_in(column, value_set=pa.array(wanted, type=column.type))
+            return pc.is_in(column, value_set=pa.array(choices, type=column.type))
 
         return Expr(evaluate, self.columns)
 

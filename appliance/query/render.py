@@ -552,8 +552,8 @@ def render_text(table: pa.Table, fields: list[str], options: RenderOptions) -> I
     """Yield the output of ``render_lines`` as UTF-8 blocks of newline-terminated lines.
 
     Without headers between records (``-L`` not set above 0), each block is the bytes
-    of one batch of formatted lines, taken from the Arrow string array without making
-    a Python string per line; that is what makes printing a million records fast.
+    of one batch of formatted lines, taken from the Arrow string array. No Python
+    string is made per line, which is what makes printing a million records fast.
     """
     if table.num_rows == 0:
         return
