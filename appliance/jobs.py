@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import pyarrow as pa
 
@@ -31,7 +31,13 @@ from appliance.query.rows import filter_rows
 from appliance.query.timerange import parse_time_range
 from appliance.records import address_to_text
 
+if TYPE_CHECKING:
+    from appliance.analyses.sort import SortedRecords
+
 log = logging.getLogger(__name__)
+
+#: Result rows: a table, or sorted records not yet gathered (see ``run_analysis``).
+Rows: TypeAlias = "pa.Table | SortedRecords"
 
 #: Printed fields whose JSON value is a number when the text is all digits.
 INTEGER_FIELDS = frozenset(
@@ -59,7 +65,7 @@ class JobResult:
     """The outcome of a job: result rows, the printed fields and metadata."""
 
     spec: JobSpec
-    rows: pa.Table
+    rows: Rows
     fields: list[str]
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -106,12 +112,13 @@ def printed_columns(spec: JobSpec) -> set[str] | None:
     return source_columns(spec.fields or DEFAULT_FIELDS)
 
 
-def run_analysis(spec: JobSpec, table: pa.Table,
-                 columns: set[str] | None = None) -> tuple[pa.Table, dict[str, Any]]:
+def run_analysis(spec: JobSpec, table: pa.Table, columns: set[str] | None = None,
+                 gather: bool = True) -> tuple[Rows, dict[str, Any]]:
     """Run the spec's analysis on selected records; returns rows and analysis metadata.
 
     A sort with an output-side -N window gathers only the rows up to the window's end.
     ``columns`` (see ``printed_columns``) limits the columns cluster and sort build.
+    Without ``gather`` a sort returns ``SortedRecords``, for writing a slice at a time.
     """
     if spec.analysis == "cluster":
         from appliance.analyses.cluster import cluster_records
@@ -124,6 +131,10 @@ def run_analysis(spec: JobSpec, table: pa.Table,
         limit = None
         if window is not None and window.side == "o" and window.count is not None:
             limit = window.first - 1 + window.count
+        if not gather:
+            from appliance.analyses.sort import sorted_records
+
+            return sorted_records(table, spec.keys or None, limit), {}
         return sort_records(table, spec.keys or None, limit, columns), {}
     if spec.analysis == "label":
         return _label(spec, table)
@@ -145,12 +156,13 @@ def _label(spec: JobSpec, table: pa.Table) -> tuple[pa.Table, dict[str, Any]]:
 
 
 def execute(spec: JobSpec, records: pa.Table, context: JobContext | None = None,
-            columns: set[str] | None = None) -> JobResult:
+            columns: set[str] | None = None, gather: bool = True) -> JobResult:
     """Run ``spec`` on ``records``: time range, filter, analysis, then the ``top`` (-N) rows.
 
     An input-side ``top`` (``i100``) keeps those input records before anything else.
     ``columns`` limits the columns ra keeps and cluster and sort build (see
-    ``printed_columns``).
+    ``printed_columns``). Without ``gather`` a sort's rows are ``SortedRecords`` (see
+    ``run_analysis``).
     """
     context = context or JobContext()
     timings: dict[str, float] = {}
@@ -164,7 +176,7 @@ def execute(spec: JobSpec, records: pa.Table, context: JobContext | None = None,
     context.report(f"selected {selected.num_rows} of {records.num_rows} records")
 
     started = time.perf_counter()
-    rows, metadata = run_analysis(spec, selected, columns)
+    rows, metadata = run_analysis(spec, selected, columns, gather)
     timings["analysis_seconds"] = time.perf_counter() - started
     context.report(f"{spec.analysis} produced {rows.num_rows} rows")
 
@@ -176,7 +188,7 @@ def execute(spec: JobSpec, records: pa.Table, context: JobContext | None = None,
     return JobResult(spec, rows, fields, metadata)
 
 
-def _output_fields(spec: JobSpec, rows: pa.Table) -> list[str]:
+def _output_fields(spec: JobSpec, rows: Rows) -> list[str]:
     """Return the spec's fields, or the defaults for its analysis.
 
     DNS rows have their own columns. Label jobs add the columns they fill, so that the

@@ -7,14 +7,16 @@ file, the Arrow stream that `wirewatch capture -w` writes, in batches of 65,536 
 Each run of a measurement is its own Python process, which runs what the ra command
 runs (read the file with ``read_records``, then ``execute`` the job spec) after the
 same spec ran once on 1,000 records, so that start-up (imports, loading compiled code)
-is not counted; the best time of --repeat runs is kept. Printing is excluded.
+is not counted; the best time of --repeat runs is kept. Printing is excluded; the
+"-w" rows include writing the LZ4-compressed record file next to the input, as the
+commands do.
 Memory is reported twice: the peak resident memory (ru_maxrss), which also counts the
 pages of the memory-mapped record file that were read, and the peak anonymous memory
 (RssAnon, sampled every 5 ms), which is what the process needs beyond the page cache.
 
 A printed result needs only the columns of its -s fields, and the commands build only
-those (``printed_columns``); the "-w" rows build whole records, as writing records
-with `-w` does.
+those (``printed_columns``); the "-w" rows build and write whole records. Sorted
+records are written as `rasort -w` writes them, gathered a slice at a time.
 
 Usage: python bench/bench_ra.py [--rows 10000000] [--repeat 3] [--keep] [--records FILE]
                                 [--only cluster cluster-w ...]
@@ -181,12 +183,14 @@ class AnonymousPeak:
 def run_operation(operation: str, path: Path, repeat: int) -> dict[str, object]:
     """Run one measurement in this process; return best time, rows out and peak memory."""
     from appliance.archive import read_records
+    from appliance.cli.ra_cmd import write_records
     from appliance.jobs import execute, printed_columns
     from appliance.jobspec import JobSpec
 
     settings, printed = OPERATIONS[operation]
     spec = JobSpec.from_dict({**settings, "now": float(DAY_START + 86_400)})
     columns = printed_columns(spec) if printed else None
+    output = path.with_name(f"{operation}.out.arrows")
     # Load the compiled code first: start-up is not part of the analysis (the comparison
     # with argus in bench_ra_argus.py measures it).
     execute(spec, read_records(path).slice(0, 1000), columns=columns)
@@ -195,10 +199,14 @@ def run_operation(operation: str, path: Path, repeat: int) -> dict[str, object]:
     for _ in range(repeat):
         started = time.perf_counter()
         records = read_records(path)
-        result = execute(spec, records, columns=columns)
+        # As the command does: a printed result is built, a written one written.
+        result = execute(spec, records, columns=columns, gather=printed)
+        if not printed:
+            write_records(str(output), result.rows)
         best = min(best, time.perf_counter() - started)
         rows, rows_in = result.rows.num_rows, records.num_rows
         del records, result
+        output.unlink(missing_ok=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"operation": operation, "seconds": best, "rows_in": rows_in,
             "rows_out": rows, "peak_mb": peak, "anonymous_mb": anonymous.stop()}

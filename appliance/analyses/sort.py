@@ -11,6 +11,7 @@ sort is stable: records with equal keys keep their input order.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +27,7 @@ from appliance.analyses.keys import (
     with_mac_sources,
 )
 from appliance.query.expr import seconds_between
-from appliance.query.rows import take_rows
+from appliance.query.rows import take_rows, take_slices
 from appliance.records import conform
 
 log = logging.getLogger(__name__)
@@ -82,10 +83,68 @@ def sort_records(table: pa.Table, keys: list[str] | None = None,
     the result then holds only those. Raises ``AnalysisKeyError`` for an unknown key or
     direction.
     """
+    ordered = sorted_records(table, keys, limit)
+    table, order = ordered.table, ordered.order
+    if columns is not None:
+        requested = with_mac_sources(table, columns)
+        table = table.select([name for name in table.column_names if name in requested])
+        return take_rows(table, pa.array(order), compact_strings=True)
+    return take_rows(table, pa.array(order))
+
+
+#: Sorted records of up to this many bytes are gathered at once when written.
+WHOLE_GATHER_BYTES = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SortedRecords:
+    """Records and the order they sort in, gathered a slice at a time when written.
+
+    ``rasort -w`` writes this instead of a gathered table, so that it needs the memory
+    of one slice of records rather than of all of them.
+    """
+
+    table: pa.Table
+    order: np.ndarray
+
+    @property
+    def num_rows(self) -> int:
+        """The number of records in the order."""
+        return len(self.order)
+
+    @property
+    def column_names(self) -> list[str]:
+        """The record columns."""
+        return self.table.column_names
+
+    def slice(self, offset: int = 0, length: int | None = None) -> SortedRecords:
+        """Return the records from ``offset`` of the order, ``length`` of them (None: all)."""
+        end = None if length is None else offset + length
+        return SortedRecords(self.table, self.order[offset:end])
+
+    def slices(self) -> Iterator[pa.Table]:
+        """Yield the records in order, gathered a slice at a time.
+
+        Records up to ``WHOLE_GATHER_BYTES`` are gathered at once, which is faster.
+        """
+        if len(self.order) == 0:
+            return
+        if self.table.nbytes <= WHOLE_GATHER_BYTES:
+            yield take_rows(self.table, pa.array(self.order))
+            return
+        yield from take_slices(self.table, self.order)
+
+
+def sorted_records(table: pa.Table, keys: list[str] | None = None,
+                   limit: int | None = None) -> SortedRecords:
+    """Return ``table`` with the order of its rows by the -m ``keys``, without gathering them.
+
+    Arguments and errors are those of ``sort_records``.
+    """
     parsed = [parse_sort_key(key) for key in (keys or DEFAULT_KEYS)]
     table = conform(table)
     if table.num_rows < 2:
-        return table.slice(0, limit)
+        return SortedRecords(table, np.arange(table.num_rows)[:limit])
     compared: list[pa.Array | pa.ChunkedArray] = []
     descending: list[bool] = []
     for key in parsed:
@@ -95,13 +154,7 @@ def sort_records(table: pa.Table, keys: list[str] | None = None,
     order = sort_order(compared, descending)
     del compared
     log.debug("sorted %d records by %s", table.num_rows, [key.name for key in parsed])
-    if limit is not None:
-        order = order[:limit]
-    if columns is not None:
-        requested = with_mac_sources(table, columns)
-        table = table.select([name for name in table.column_names if name in requested])
-        return take_rows(table, pa.array(order), compact_strings=True)
-    return take_rows(table, pa.array(order))
+    return SortedRecords(table, order[:limit])
 
 
 #: Up to this many rows, one compared column is sorted by Arrow; above, by polars.

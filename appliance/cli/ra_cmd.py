@@ -28,7 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from appliance.jobs import JobContext, JobResult, execute, printed_columns, result_rows
+from appliance.jobs import JobContext, JobResult, Rows, execute, printed_columns, result_rows
 from appliance.jobspec import JobSpec, SpecError, parse_record_range
 from appliance.query.fields import CATALOGUE, split_field
 from appliance.query.filter import FilterSyntaxError, parse_filter
@@ -264,12 +264,21 @@ def _read(paths: list[str]) -> pa.Table:
 FILE_COMPRESSION = "lz4"
 
 
-def _write_records(target: str, rows: pa.Table) -> None:
+def write_records(target: str, rows: Rows) -> None:
+    """Write result rows to a record file (LZ4-compressed) or, for ``-``, to stdout.
+
+    Sorted records not yet gathered (``SortedRecords``) are gathered and written a slice
+    at a time.
+    """
     from appliance.archive import RecordWriter
 
     compression = None if target == "-" else FILE_COMPRESSION
     with RecordWriter(target, compression=compression, sync=False) as writer:
-        writer.write(rows)
+        if isinstance(rows, pa.Table):
+            writer.write(rows)
+            return
+        for part in rows.slices():
+            writer.write(part)
 
 
 def _print(lines: list[str] | Any) -> None:
@@ -336,7 +345,12 @@ def emit(result: JobResult, switches: Switches) -> None:
     elif result.spec.analysis == "dns":
         raise UsageError("DNS messages are not flow records: write them to .ndjson or .csv")
     else:
-        _write_records(target, result.rows)
+        write_records(target, result.rows)
+
+
+def _writes_records(switches: Switches) -> bool:
+    """Whether the result goes to a record stream (-w FILE or -w -), not text or Parquet."""
+    return switches.write is not None and format_for_path(switches.write) == "arrow"
 
 
 def _projection(spec: JobSpec, switches: Switches) -> set[str] | None:
@@ -384,7 +398,7 @@ def main(tool: str, argv: list[str]) -> int:
         spec = build_spec(tool, switches, reference_now())
         records = _read(switches.reads)
         result = execute(spec, records, JobContext(job_id=f"{tool}-cli"),
-                         columns=_projection(spec, switches))
+                         columns=_projection(spec, switches), gather=not _writes_records(switches))
     except SpecError as error:
         print(f"{tool}: {_switch_message(error)}", file=sys.stderr)
         print(USAGE.format(tool=tool), file=sys.stderr)

@@ -8,8 +8,12 @@ wide table on several threads takes a fraction of the time of ``Table.filter`` o
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -55,10 +59,9 @@ def take_rows(table: pa.Table, indices: pa.Array, compact_strings: bool = False)
             return pa.nulls(len(indices), column.type)
         joined = column.combine_chunks()
         if compact_strings and pa.types.is_string(joined.type):
-            encoded = pc.dictionary_encode(joined)
-            if len(encoded.dictionary) <= COMPACT_STRINGS:
-                codes = encoded.indices.cast(pa.int8()).take(indices)
-                return pa.DictionaryArray.from_arrays(codes, encoded.dictionary)
+            compact = _compact(joined)
+            if compact is not None:
+                return compact.take(indices)
         return joined.take(indices)
 
     # The widest columns first, while few gathered columns exist: each thread joins one
@@ -70,3 +73,123 @@ def take_rows(table: pa.Table, indices: pa.Array, compact_strings: bool = False)
                             strict=True))
     return pa.Table.from_arrays([gathered[index] for index in range(table.num_columns)],
                                 names=table.column_names)
+
+
+def _compact(values: pa.Array) -> pa.DictionaryArray | None:
+    """Return string ``values`` as a dictionary array with one-byte codes, or None when
+    they hold more than ``COMPACT_STRINGS`` distinct strings."""
+    encoded = pc.dictionary_encode(values)
+    if len(encoded.dictionary) > COMPACT_STRINGS:
+        return None
+    return pa.DictionaryArray.from_arrays(encoded.indices.cast(pa.int8()), encoded.dictionary)
+
+
+#: Bytes of records that ``take_slices`` gathers at a time.
+SLICE_BYTES = 192 * 1024 * 1024
+#: The fewest rows it gathers at once, however wide the rows are.
+MIN_SLICE_ROWS = 65_536
+
+
+def take_slices(table: pa.Table, indices: np.ndarray,
+                slice_bytes: int | None = None) -> Iterator[pa.Table]:
+    """Yield the rows of ``table`` in ``indices`` order, about ``slice_bytes`` (default
+    ``SLICE_BYTES``) at a time.
+
+    Only one slice of gathered rows exists at a time: writing ten million sorted records
+    needs a slice's memory, not the whole table's twice over. Columns are gathered one
+    per thread, straight from the table's chunks (see ``ChunkTake``).
+    """
+    row_bytes = table.nbytes / table.num_rows if table.num_rows else 1.0
+    budget = SLICE_BYTES if slice_bytes is None else slice_bytes
+    rows = max(MIN_SLICE_ROWS, int(budget / max(row_bytes, 1.0)))
+    threads = min(os.cpu_count() or 1, table.num_columns)
+    layouts = ChunkLayouts()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for start in range(0, len(indices), rows):
+            take = ChunkTake(indices[start:start + rows], layouts)
+            columns = list(pool.map(take, table.columns))
+            yield pa.Table.from_arrays(columns, schema=table.schema)
+
+
+class ChunkLayouts:
+    """The chunk of every row, for each chunk layout met; the columns of a record file
+    share one layout."""
+
+    def __init__(self) -> None:
+        self._layouts: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, lengths: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Return the first row of each chunk and the chunk number of each row."""
+        with self._lock:
+            layout = self._layouts.get(lengths)
+            if layout is None:
+                starts = np.zeros(len(lengths) + 1, dtype=np.int64)
+                np.cumsum(lengths, out=starts[1:])
+                # Two-byte chunk numbers are sorted by radix (see _ChunkPlan.build).
+                kind = np.int16 if len(lengths) <= np.iinfo(np.int16).max else np.int32
+                chunk_of_row = np.repeat(np.arange(len(lengths), dtype=kind), lengths)
+                layout = self._layouts[lengths] = (starts, chunk_of_row)
+            return layout
+
+
+class ChunkTake:
+    """Gather rows of chunked columns chunk by chunk.
+
+    Arrow's take on a chunked column (pyarrow 26) looks up the chunk of every row, and
+    joins the chunks of a string or binary column into one array first, a copy of the
+    whole column for every call. This takes the rows of each chunk from that chunk, joins
+    the pieces, and then puts the rows in the order asked, so that a call copies only the
+    rows it gathers and reads one chunk at a time.
+    """
+
+    def __init__(self, indices: np.ndarray, layouts: ChunkLayouts | None = None) -> None:
+        self.indices = indices.astype(np.int64, copy=False)
+        self._layouts = layouts or ChunkLayouts()
+        self._plans: dict[tuple[int, ...], _ChunkPlan] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, column: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+        """Return the rows of ``column`` in this gather's order."""
+        if column.null_count == len(column):
+            return pa.nulls(len(self.indices), column.type)
+        if column.num_chunks < 2:
+            return column.take(pa.array(self.indices))
+        plan = self._plan(tuple(len(chunk) for chunk in column.chunks))
+        joined = pa.concat_arrays([column.chunk(number).take(rows)
+                                   for number, rows in plan.pieces])
+        return joined.take(plan.restore)
+
+    def _plan(self, lengths: tuple[int, ...]) -> _ChunkPlan:
+        """Return the plan for one chunk layout, made on first use."""
+        with self._lock:
+            plan = self._plans.get(lengths)
+            if plan is None:
+                starts, chunk_of_row = self._layouts.get(lengths)
+                plan = self._plans[lengths] = _ChunkPlan.build(self.indices, starts,
+                                                               chunk_of_row)
+            return plan
+
+
+@dataclass(frozen=True)
+class _ChunkPlan:
+    """The rows to take from each chunk, and the order that puts the joined pieces back
+    in the order asked."""
+
+    pieces: list[tuple[int, pa.Array]]
+    restore: pa.Array
+
+    @classmethod
+    def build(cls, indices: np.ndarray, starts: np.ndarray,
+              chunk_of_row: np.ndarray) -> _ChunkPlan:
+        chunks = chunk_of_row[indices]
+        # NumPy sorts two-byte numbers stably by radix, in linear time.
+        grouped = np.argsort(chunks, kind="stable")
+        local = indices[grouped] - starts[chunks[grouped]]
+        bounds = np.zeros(len(starts), dtype=np.int64)
+        np.cumsum(np.bincount(chunks, minlength=len(starts) - 1), out=bounds[1:])
+        pieces = [(number, pa.array(local[bounds[number]:bounds[number + 1]]))
+                  for number in range(len(starts) - 1) if bounds[number + 1] > bounds[number]]
+        restore = np.empty(len(indices), dtype=np.int64)
+        restore[grouped] = np.arange(len(indices), dtype=np.int64)
+        return cls(pieces, pa.array(restore))
