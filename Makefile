@@ -16,7 +16,7 @@ venv: $(KERNELS_STAMP)
 # Reinstall when the dependencies change.
 $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install --quiet -e '.[test]'
+	$(VPY) -m pip install --quiet -e '.[test]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
 # Compile the packet-path kernels ahead of time (appliance/_kernels*.so), so that

@@ -18,7 +18,8 @@ imports, and numba's import and cache loading when the kernels compile with
 numba's JIT), and shows the rate without it. Every frame of big10 is Ethernet,
 so the whole run uses the compiled path. The kernels come from the prebuilt
 module when it is current (see appliance/jit.py); set WIREWATCH_JIT=1 to time
-numba's JIT instead. The script prints which one ran.
+numba's JIT instead. The script prints which one ran. The Wirewatch sources are
+compiled to bytecode first, as an installed package is (bench/bytecode.py).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+from bytecode import compile_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / ".." / "shared"
@@ -114,6 +116,7 @@ def main() -> None:
     parser.add_argument("--mix", type=Path, default=DEFAULT_MIX, help="the pcap to copy")
     parser.add_argument("--keep", type=Path, help="build big10 in this directory and keep it")
     args = parser.parse_args()
+    compile_sources()
     if shutil.which("argus") is None:
         raise SystemExit("argus is not installed; install the argus-server package")
 
