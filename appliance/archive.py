@@ -53,6 +53,10 @@ def _as_schema(batch: pa.RecordBatch | pa.Table) -> pa.Table:
     return conform(table).select(FLOW_SCHEMA.names)
 
 
+#: The most records ``RecordWriter`` puts in one batch.
+BATCH_ROWS = 65_536
+
+
 class RecordWriter:
     """Write flow records to one Arrow IPC stream: a file path, ``-`` (stdout) or a binary file.
 
@@ -84,7 +88,7 @@ class RecordWriter:
         table = _as_schema(batch)
         if table.num_rows == 0:
             return
-        self._writer.write_table(table)
+        self._writer.write_table(table, max_chunksize=BATCH_ROWS)
         self.records += table.num_rows
 
     @property

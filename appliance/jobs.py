@@ -9,7 +9,6 @@ written to a temporary file and renamed, so a reader never sees a partial file.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -22,7 +21,6 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import pyarrow as pa
 
 from appliance.analyses.keys import with_mac_sources
-from appliance.atomic import write_atomically
 from appliance.jobspec import JobSpec, parse_record_range
 from appliance.query.fields import DEFAULT_FIELDS, source_columns, split_field
 from appliance.query.filter import parse_filter
@@ -266,6 +264,12 @@ def write_result(result: JobResult, directory: Path) -> dict[str, Any]:
     The metadata contains the spec, the row count, the printed fields, the SHA-256
     digest of result.csv, the timings and any analysis metadata (GeoIP database).
     """
+    # Imported here: the ra commands, which never write result files, start faster
+    # without hashlib's OpenSSL and tempfile (7 ms).
+    import hashlib
+
+    from appliance.atomic import write_atomically
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -13,7 +13,7 @@ from appliance.analyses.sort import sort_records, sorted_records
 from appliance.archive import RecordWriter, read_records
 from appliance.cli.ra_cmd import main
 from appliance.query import rows as rows_module
-from appliance.query.rows import take_slices
+from appliance.query.rows import filter_rows, take_slices
 from tests.oracle_records import REFERENCE, read_reference_flows
 
 
@@ -92,3 +92,18 @@ def test_rasort_w_in_slices_writes_the_sorted_records(capture: str, tmp_path: Pa
     assert sum(gathered) == records.num_rows
     expected = sort_records(read_records(source), ["bytes", "sport"])
     assert read_records(target).combine_chunks().equals(expected.combine_chunks())
+
+
+@pytest.mark.parametrize("share", [0.001, 0.2, 0.5, 0.9])
+def test_filter_rows_keeps_what_arrow_keeps(share: float) -> None:
+    """Both ways of filter_rows (gather below half, filter above) against Arrow's filter."""
+    table = chunked_table(rows_module.THREADED_ROWS + 3000, 7000)
+    rng = np.random.default_rng(11)
+    chosen = rng.random(table.num_rows) < share
+    unknown = rng.random(table.num_rows) < 0.01
+    mask = pa.array(chosen, mask=unknown)  # a null in the mask drops the row
+
+    filtered = filter_rows(table, mask)
+
+    assert filtered.combine_chunks().equals(table.filter(mask).combine_chunks())
+    assert filtered.column("counter").num_chunks == 1

@@ -437,6 +437,8 @@ def _port(template: _Template, value: str) -> Expr:
 
     def matches(side: str) -> Expr:
         column = col(f"{side}port")
+        if first == last:
+            return column == first
         return (column >= first) & (column <= last)
 
     return _is_ip() & col("proto").is_in(list(protocols)) & _either(template.direction,
