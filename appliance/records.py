@@ -92,6 +92,8 @@ def conform(table: pa.Table) -> pa.Table:
     Missing columns are added as nulls, so record files written before a column
     existed stay readable. Columns that are not in the schema are kept at the end.
     """
+    if table.schema.equals(FLOW_SCHEMA):
+        return table
     columns = []
     for field in FLOW_SCHEMA:
         if field.name in table.column_names:
