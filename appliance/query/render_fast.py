@@ -125,10 +125,26 @@ def _fixed_strings(chars: np.ndarray) -> pa.Array:
     return pa.StringArray.from_buffers(rows, pa.py_buffer(offsets), pa.py_buffer(data))
 
 
+#: The two digits of 0 to 99 as characters, both in one 16-bit word per number.
+_DIGIT_PAIRS = np.array([[ord("0") + number // 10, ord("0") + number % 10]
+                         for number in range(100)], dtype=np.uint8).view(np.uint16).ravel()
+
+
 def _digit_chars(values: np.ndarray, count: int) -> np.ndarray:
-    """Return the last ``count`` decimal digits of each value, zero-padded, as characters."""
-    powers = 10 ** np.arange(count - 1, -1, -1, dtype=np.int64)
-    return ((values[:, None] // powers) % 10 + ord("0")).astype(np.uint8)
+    """Return the last ``count`` decimal digits of each value, zero-padded, as characters.
+
+    Digits are looked up two at a time, from the right, as 16-bit words: a time of day
+    and its microseconds take a third of the time of dividing out each digit.
+    """
+    pairs = (count + 1) // 2
+    words = np.empty((len(values), pairs), dtype=np.uint16)
+    rest = np.asarray(values) % 10 ** (2 * pairs)
+    if pairs <= 4:
+        rest = rest.astype(np.int32)  # 32-bit division is the faster one
+    for column in range(pairs - 1, -1, -1):
+        rest, pair = np.divmod(rest, 100)
+        words[:, column] = _DIGIT_PAIRS[pair]
+    return words.view(np.uint8)[:, 2 * pairs - count:]
 
 
 def _blank_nulls(texts: pa.Array) -> pa.Array:
@@ -412,6 +428,14 @@ def _fit(texts: pa.Array, cell: _Cell) -> pa.Array:
         padded = pc.utf8_rpad(texts, width=cell.width)
     else:
         padded = pc.utf8_lpad(texts, width=cell.width)
+    # A text of at most ``width`` bytes has at most ``width`` characters: the common
+    # case needs no count of characters.
+    if len(texts) == 0:
+        return padded
+    if pa.types.is_string(texts.type):
+        _, offsets = _string_parts(texts)
+        if int(np.diff(offsets).max()) <= cell.width:
+            return padded
     too_wide = pc.greater(pc.utf8_length(texts), cell.width)
     if not pc.any(too_wide).as_py():
         return padded
@@ -454,11 +478,15 @@ def text_blocks(table: pa.Table, fields: list[str],
     NumPy functions, which release the GIL. Blocks come out in record order.
     """
     cells = _cells(fields, options)
-    starts = range(0, table.num_rows, BATCH_ROWS)
+    # Batches of equal size, so that the last round of threads is not one small batch:
+    # 200,000 records print as four batches of 50,000 rather than three of 65,536 and
+    # one of 3,000.
+    rounds = -(-table.num_rows // (BATCH_ROWS * TEXT_THREADS))
+    rows = max(1, -(-table.num_rows // (rounds * TEXT_THREADS))) if rounds else BATCH_ROWS
     with ThreadPoolExecutor(max_workers=TEXT_THREADS) as pool:
         pending: deque[Future[bytes]] = deque()
-        for start in starts:
-            pending.append(pool.submit(_text_block, table.slice(start, BATCH_ROWS), fields,
+        for start in range(0, table.num_rows, rows):
+            pending.append(pool.submit(_text_block, table.slice(start, rows), fields,
                                        options, cells))
             if len(pending) > TEXT_THREADS:
                 yield pending.popleft().result()
