@@ -24,9 +24,11 @@ THREADED_ROWS = 100_000
 def filter_rows(table: pa.Table, mask: pa.Array | pa.ChunkedArray) -> pa.Table:
     """Return the rows of ``table`` where ``mask`` is true (a null counts as false).
 
-    When at most ``TAKE_FRACTION`` of the rows are selected, each column gathers the
-    selected rows of its chunks (see ``ChunkTake``), twice as fast as Arrow's filter,
-    into one chunk. Otherwise the columns are filtered, and the selected pieces joined
+    When at most ``TAKE_FRACTION`` of the rows are selected, and on average at least
+    ``TAKE_CHUNK_ROWS`` from each chunk, each column gathers the selected rows of its
+    chunks (see ``ChunkTake``), twice as fast as Arrow's filter, into one chunk. Few
+    rows per chunk would not pay for a call per chunk and column (a ten-minute window of
+    a day of records). Otherwise the columns are filtered, and the selected pieces joined
     into one chunk when they average fewer than ``JOIN_ROWS`` rows. Either way a record
     file written from the result has few, large batches, which take a third of the time
     to compress and write that many small ones take.
@@ -38,11 +40,12 @@ def filter_rows(table: pa.Table, mask: pa.Array | pa.ChunkedArray) -> pa.Table:
         return table
     if selected == 0:
         return table.slice(0, 0)
-    if selected <= table.num_rows * TAKE_FRACTION:
+    chunks = table.column(0).num_chunks
+    if selected <= table.num_rows * TAKE_FRACTION and selected >= TAKE_CHUNK_ROWS * chunks:
         select: Callable[[pa.ChunkedArray], pa.Array | pa.ChunkedArray] = ChunkTake(
             pc.indices_nonzero(mask).to_numpy(), ascending=True)
     else:
-        join = selected < JOIN_ROWS * table.column(0).num_chunks
+        join = selected < JOIN_ROWS * chunks
 
         def select(column: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
             chosen = column.filter(mask)
@@ -54,8 +57,10 @@ def filter_rows(table: pa.Table, mask: pa.Array | pa.ChunkedArray) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=table.schema)
 
 
-#: ``filter_rows`` gathers, rather than filters, when at most this share of rows is kept.
+#: ``filter_rows`` gathers, rather than filters, when at most this share of rows is kept,
 TAKE_FRACTION = 0.5
+#: and on average at least this many rows of each chunk.
+TAKE_CHUNK_ROWS = 1_024
 #: ``filter_rows`` joins selected pieces that average fewer rows than this.
 JOIN_ROWS = 16_384
 
@@ -160,11 +165,11 @@ class ChunkLayouts:
 class ChunkTake:
     """Gather rows of chunked columns chunk by chunk.
 
-    Arrow's take on a chunked column (pyarrow 26) looks up the chunk of every row, and
-    joins the chunks of a string or binary column into one array first, a copy of the
-    whole column for every call. This takes the rows of each chunk from that chunk, joins
-    the pieces, and then puts the rows in the order asked, so that a call copies only the
-    rows it gathers and reads one chunk at a time.
+    Arrow's take on a chunked column (pyarrow 26) joins its chunks into one array first:
+    a copy of the whole column for every call, 80 MB for ten million 8-byte numbers.
+    This takes the rows of each chunk from that chunk, joins the pieces, and then puts
+    the rows in the order asked, so that a call copies only the rows it gathers and
+    reads one chunk at a time.
     """
 
     def __init__(self, indices: np.ndarray, layouts: ChunkLayouts | None = None,
@@ -179,10 +184,7 @@ class ChunkTake:
         """Return the rows of ``column`` in this gather's order."""
         if column.null_count == len(column):
             return pa.nulls(len(self.indices), column.type)
-        kind = column.type
-        if column.num_chunks < 2 or (self.ascending and not (pa.types.is_string(kind)
-                                                             or pa.types.is_binary(kind))):
-            # One call: Arrow finds the chunks of rows in ascending order cheaply.
+        if column.num_chunks < 2:
             return column.take(pa.array(self.indices))
         plan = self._plan(tuple(len(chunk) for chunk in column.chunks))
         joined = pa.concat_arrays([column.chunk(number).take(rows)
