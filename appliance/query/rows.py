@@ -30,8 +30,8 @@ def filter_rows(table: pa.Table, mask: pa.Array | pa.ChunkedArray) -> pa.Table:
     rows per chunk would not pay for a call per chunk and column (a ten-minute window of
     a day of records). Otherwise the columns are filtered, and the selected pieces joined
     into one chunk when they average fewer than ``JOIN_ROWS`` rows. Either way a record
-    file written from the result has few, large batches, which take a third of the time
-    to compress and write that many small ones take.
+    file written from the result has few, large batches, which take less than half the
+    time to compress and write that many small ones take.
     """
     if table.num_rows < THREADED_ROWS or table.num_columns < 2:
         return table.filter(mask)
@@ -81,7 +81,10 @@ def take_rows(table: pa.Table, indices: pa.Array, compact_strings: bool = False)
     column exists at once.
     """
     if len(indices) < 100_000:
-        return table.take(indices)
+        # Arrow's take would join every chunk of every column first (see ChunkTake).
+        take = ChunkTake(indices.to_numpy())
+        return pa.Table.from_arrays([take(column) for column in table.columns],
+                                    schema=table.schema)
 
     def gather(column: pa.ChunkedArray) -> pa.Array:
         if column.null_count == len(column):
@@ -141,25 +144,43 @@ def take_slices(table: pa.Table, indices: np.ndarray,
 
 
 class ChunkLayouts:
-    """The chunk of every row, for each chunk layout met; the columns of a record file
+    """Where the chunks of each chunk layout met start; the columns of a record file
     share one layout."""
 
     def __init__(self) -> None:
-        self._layouts: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
+        self._starts: dict[tuple[int, ...], np.ndarray] = {}
+        self._chunk_of_row: dict[tuple[int, ...], np.ndarray] = {}
         self._lock = threading.Lock()
 
-    def get(self, lengths: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """Return the first row of each chunk and the chunk number of each row."""
+    def starts(self, lengths: tuple[int, ...]) -> np.ndarray:
+        """Return the first row of each chunk, and the row count at the end."""
         with self._lock:
-            layout = self._layouts.get(lengths)
-            if layout is None:
+            starts = self._starts.get(lengths)
+            if starts is None:
                 starts = np.zeros(len(lengths) + 1, dtype=np.int64)
                 np.cumsum(lengths, out=starts[1:])
-                # Two-byte chunk numbers are sorted by radix (see _ChunkPlan.build).
-                kind = np.int16 if len(lengths) <= np.iinfo(np.int16).max else np.int32
+                self._starts[lengths] = starts
+            return starts
+
+    def chunks(self, lengths: tuple[int, ...], indices: np.ndarray) -> np.ndarray:
+        """Return the chunk number of each row in ``indices``, as two-byte numbers when
+        there are few enough chunks (NumPy sorts those by radix)."""
+        kind = np.int16 if len(lengths) <= np.iinfo(np.int16).max else np.int32
+        if len(indices) < LOOKUP_ROWS:
+            found = np.searchsorted(self.starts(lengths), indices, side="right") - 1
+            return found.astype(kind)
+        with self._lock:
+            chunk_of_row = self._chunk_of_row.get(lengths)
+            if chunk_of_row is None:
+                # A table of the chunk of every row: a lookup per row is faster than a
+                # binary search per row for a slice of a million rows.
                 chunk_of_row = np.repeat(np.arange(len(lengths), dtype=kind), lengths)
-                layout = self._layouts[lengths] = (starts, chunk_of_row)
-            return layout
+                self._chunk_of_row[lengths] = chunk_of_row
+        return chunk_of_row[indices]
+
+
+#: Gathers of at least this many rows find chunks in a table of the chunk of every row.
+LOOKUP_ROWS = 65_536
 
 
 class ChunkTake:
@@ -196,11 +217,12 @@ class ChunkTake:
         with self._lock:
             plan = self._plans.get(lengths)
             if plan is None:
+                starts = self._layouts.starts(lengths)
                 if self.ascending:
-                    plan = _ChunkPlan.build_ascending(self.indices, lengths)
+                    plan = _ChunkPlan.build_ascending(self.indices, starts)
                 else:
-                    starts, chunk_of_row = self._layouts.get(lengths)
-                    plan = _ChunkPlan.build(self.indices, starts, chunk_of_row)
+                    plan = _ChunkPlan.build(self.indices, starts,
+                                            self._layouts.chunks(lengths, self.indices))
                 self._plans[lengths] = plan
             return plan
 
@@ -214,16 +236,12 @@ class _ChunkPlan:
     restore: pa.Array | None
 
     @classmethod
-    def build_ascending(cls, indices: np.ndarray, lengths: tuple[int, ...]) -> _ChunkPlan:
-        starts = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=starts[1:])
+    def build_ascending(cls, indices: np.ndarray, starts: np.ndarray) -> _ChunkPlan:
         bounds = np.searchsorted(indices, starts)
         return cls(_pieces(indices, starts, bounds), None)
 
     @classmethod
-    def build(cls, indices: np.ndarray, starts: np.ndarray,
-              chunk_of_row: np.ndarray) -> _ChunkPlan:
-        chunks = chunk_of_row[indices]
+    def build(cls, indices: np.ndarray, starts: np.ndarray, chunks: np.ndarray) -> _ChunkPlan:
         # NumPy sorts two-byte numbers stably by radix, in linear time.
         grouped = np.argsort(chunks, kind="stable")
         local = indices[grouped] - starts[chunks[grouped]]
