@@ -64,10 +64,15 @@ class RecordWriter:
     stdout stays uncompressed, so that the next tool in a pipe reads it cheaply. A file
     opened here is synced to the disk when it is closed, unless ``sync`` is false (the
     output of a one-off command, which the page cache may write when it likes).
+
+    With ``joined`` the records of small writes are kept and written as batches of
+    ``BATCH_ROWS``: the ra tools read a file of few large batches faster, because they
+    work on each batch's columns separately. ``flush`` and ``close`` write what is kept.
     """
 
     def __init__(self, sink: str | Path | BinaryIO, compression: str | None = None,
-                 metadata: dict[bytes, bytes] | None = None, sync: bool = True) -> None:
+                 metadata: dict[bytes, bytes] | None = None, sync: bool = True,
+                 joined: bool = False) -> None:
         self._sync = sync
         self._owned: BinaryIO | None = None
         if sink == "-":
@@ -81,6 +86,9 @@ class RecordWriter:
         options = pa.ipc.IpcWriteOptions(compression=compression)
         schema = FLOW_SCHEMA.with_metadata(metadata) if metadata else FLOW_SCHEMA
         self._writer = pa.ipc.new_stream(stream, schema, options=options)
+        self._joined = joined
+        self._kept: list[pa.Table] = []
+        self._kept_rows = 0
         self.records = 0
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
@@ -88,8 +96,23 @@ class RecordWriter:
         table = _as_schema(batch)
         if table.num_rows == 0:
             return
-        self._writer.write_table(table, max_chunksize=BATCH_ROWS)
         self.records += table.num_rows
+        if not self._joined:
+            self._writer.write_table(table, max_chunksize=BATCH_ROWS)
+            return
+        self._kept.append(table)
+        self._kept_rows += table.num_rows
+        if self._kept_rows >= BATCH_ROWS:
+            whole = self._kept_rows - self._kept_rows % BATCH_ROWS
+            kept = pa.concat_tables(self._kept).combine_chunks()
+            self._writer.write_table(kept.slice(0, whole), max_chunksize=BATCH_ROWS)
+            rest = kept.slice(whole)
+            self._kept, self._kept_rows = ([rest] if rest.num_rows else []), rest.num_rows
+
+    def _write_kept(self) -> None:
+        if self._kept:
+            self._writer.write_table(pa.concat_tables(self._kept).combine_chunks())
+            self._kept, self._kept_rows = [], 0
 
     @property
     def size(self) -> int:
@@ -98,12 +121,14 @@ class RecordWriter:
 
     def flush(self, sync: bool = False) -> None:
         """Push written batches to the operating system, and to the disk when ``sync``."""
+        self._write_kept()
         self._stream.flush()
         if sync and self._owned is not None:
             os.fsync(self._owned.fileno())
 
     def close(self) -> None:
         """Write the end-of-stream marker and close the file if this writer opened it."""
+        self._write_kept()
         self._writer.close()
         self._stream.flush()
         if self._owned is not None:

@@ -12,6 +12,7 @@ import pytest
 
 from appliance.archive import (
     ACTIVE_NAME,
+    BATCH_ROWS,
     ArchiveWriter,
     RecordFileError,
     RecordWriter,
@@ -54,6 +55,23 @@ def test_record_file_round_trip(tmp_path: Path) -> None:
     assert table.num_rows == 8
     assert table.column("bytes").to_pylist()[:2] == [200, 201]
     assert table.column("sco").null_count == 8
+
+
+def test_joined_writer_writes_whole_batches(tmp_path: Path) -> None:
+    path = tmp_path / "flows.arrows"
+    pieces = [pa.concat_tables([make_records(1_700_000_000 + index, 1_000)] * 50)
+              for index in range(3)]
+    with RecordWriter(path, joined=True) as writer:
+        for piece in pieces:
+            writer.write(piece)
+
+    with pa.memory_map(str(path)) as source:
+        batches = list(pa.ipc.open_stream(source))
+    table = read_records(path)
+
+    assert [batch.num_rows for batch in batches] == [BATCH_ROWS, BATCH_ROWS, 18_928]
+    assert table.column("bytes").equals(pa.concat_tables(pieces).column("bytes"))
+    assert writer.records == 150_000
 
 
 def test_archive_rotates_on_aligned_periods(tmp_path: Path) -> None:

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"wirewatch capture: {error}\n")
         return 2
     try:
-        with RecordWriter(args.write) as writer:
+        with RecordWriter(args.write, joined=True) as writer:
             for batch in records:
                 writer.write(batch)
     except OSError as error:
