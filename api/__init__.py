@@ -7,6 +7,10 @@ create_app, or a ready ``WIREWATCH`` Config object in it).
 
 from __future__ import annotations
 
+# First, so that its allocator and thread settings apply before NumPy and pyarrow load.
+import appliance  # noqa: F401
+
+# isort: split
 import logging
 from collections.abc import Mapping
 from typing import Any
