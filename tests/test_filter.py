@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
+from appliance.query.expr import col
 from appliance.query.filter import FilterSyntaxError, parse_filter
 from appliance.records import FLOW_SCHEMA, EtherType, conform, pack_address
 
@@ -199,3 +201,15 @@ def test_syntax_error_pointer_marks_the_token():
     with pytest.raises(FilterSyntaxError) as caught:
         parse_filter("tcp and prot 80")
     assert caught.value.pointer() == "  tcp and prot 80\n          ^^^^"
+
+
+@pytest.mark.parametrize("values", [[6, 17, 1, 6], [6, None, 17, 58]])
+def test_is_in_matches_arrow_is_in(values: list[int | None]) -> None:
+    """A few choices compare one by one when the column has no nulls; the result is is_in's."""
+    table = pa.table({"proto": pa.array(values, pa.uint8())})
+    for choices in ([6], [6, 17], [6, 17, 58], [6, 17, 58, 1]):
+        expected = pc.is_in(table.column("proto"), value_set=pa.array(choices, pa.uint8()))
+
+        selected = col("proto").is_in(choices).evaluate(table)
+
+        assert pa.chunked_array(selected).to_pylist() == expected.to_pylist()
