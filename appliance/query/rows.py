@@ -206,7 +206,7 @@ class ChunkTake:
         if column.null_count == len(column):
             return pa.nulls(len(self.indices), column.type)
         if column.num_chunks < 2:
-            return column.take(pa.array(self.indices))
+            return column.take(_int64_array(self.indices))
         plan = self._plan(tuple(len(chunk) for chunk in column.chunks))
         joined = pa.concat_arrays([column.chunk(number).take(rows)
                                    for number, rows in plan.pieces])
@@ -249,12 +249,22 @@ class _ChunkPlan:
         np.cumsum(np.bincount(chunks, minlength=len(starts) - 1), out=bounds[1:])
         restore = np.empty(len(indices), dtype=np.int64)
         restore[grouped] = np.arange(len(indices), dtype=np.int64)
-        return cls(_pieces(local, np.zeros_like(starts), bounds), pa.array(restore))
+        return cls(_pieces(local, np.zeros_like(starts), bounds), _int64_array(restore))
 
 
 def _pieces(rows: np.ndarray, starts: np.ndarray,
             bounds: np.ndarray) -> list[tuple[int, pa.Array]]:
     """Cut ``rows`` (grouped by chunk, chunk n's at bounds[n]:bounds[n + 1]) into each
     chunk's rows, counted from the chunk's first row ``starts[n]``."""
-    return [(number, pa.array(rows[bounds[number]:bounds[number + 1]] - starts[number]))
+    return [(number, _int64_array(rows[bounds[number]:bounds[number + 1]] - starts[number]))
             for number in range(len(bounds) - 1) if bounds[number + 1] > bounds[number]]
+
+
+def _int64_array(values: np.ndarray) -> pa.Array:
+    """Wrap integers as an Arrow int64 array without a copy.
+
+    ``pa.array`` would do the same, but its first call on a NumPy array imports
+    numpy.ma (7 ms), which the ra commands otherwise never need.
+    """
+    values = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
