@@ -20,9 +20,9 @@ _os.environ.setdefault("MIMALLOC_PURGE_DELAY", "2000")
 
 # Faulting in transparent huge pages for pyarrow's allocations can cost more than the
 # work. On a two-core virtual machine, right after argus had run, rasort -w on a million
-# records spent 1.5 s of system time zeroing huge pages, and 0.3 s with them off; capture
-# ran as fast either way. With this, mimalloc turns huge pages off for the whole process
-# (prctl PR_SET_THP_DISABLE).
+# records spent 1.5 s of system time zeroing huge pages. With them off it spent 0.3 s,
+# and capture ran as fast either way. With this setting, mimalloc turns huge pages off
+# for the whole process (prctl PR_SET_THP_DISABLE).
 _os.environ.setdefault("MIMALLOC_ALLOW_THP", "0")
 # NumPy's OpenBLAS starts a thread per core that spins waiting for work when NumPy is
 # imported. Nothing here multiplies matrices, and on a two-core sensor the spinning

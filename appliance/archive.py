@@ -53,7 +53,7 @@ def _as_schema(batch: pa.RecordBatch | pa.Table) -> pa.Table:
     return conform(table).select(FLOW_SCHEMA.names)
 
 
-#: The most records ``RecordWriter`` puts in one batch.
+#: The maximum number of records ``RecordWriter`` puts in one batch.
 BATCH_ROWS = 65_536
 
 
@@ -65,9 +65,10 @@ class RecordWriter:
     opened here is synced to the disk when it is closed, unless ``sync`` is false (the
     output of a one-off command, which the page cache may write when it likes).
 
-    With ``joined`` the records of small writes are kept and written as batches of
-    ``BATCH_ROWS``: the ra tools read a file of few large batches faster, because they
-    work on each batch's columns separately. ``flush`` and ``close`` write what is kept.
+    With ``joined``, the records of small writes are held back and written as batches of
+    ``BATCH_ROWS``. The ra tools read a file of few large batches faster, because they
+    work on each batch's columns separately. ``flush`` and ``close`` write the records
+    held back.
     """
 
     def __init__(self, sink: str | Path | BinaryIO, compression: str | None = None,
@@ -87,8 +88,8 @@ class RecordWriter:
         schema = FLOW_SCHEMA.with_metadata(metadata) if metadata else FLOW_SCHEMA
         self._writer = pa.ipc.new_stream(stream, schema, options=options)
         self._joined = joined
-        self._kept: list[pa.Table] = []
-        self._kept_rows = 0
+        self._unwritten: list[pa.Table] = []
+        self._unwritten_rows = 0
         self.records = 0
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
@@ -100,19 +101,19 @@ class RecordWriter:
         if not self._joined:
             self._writer.write_table(table, max_chunksize=BATCH_ROWS)
             return
-        self._kept.append(table)
-        self._kept_rows += table.num_rows
-        if self._kept_rows >= BATCH_ROWS:
-            whole = self._kept_rows - self._kept_rows % BATCH_ROWS
-            kept = pa.concat_tables(self._kept).combine_chunks()
-            self._writer.write_table(kept.slice(0, whole), max_chunksize=BATCH_ROWS)
-            rest = kept.slice(whole)
-            self._kept, self._kept_rows = ([rest] if rest.num_rows else []), rest.num_rows
+        self._unwritten.append(table)
+        self._unwritten_rows += table.num_rows
+        if self._unwritten_rows >= BATCH_ROWS:
+            whole = self._unwritten_rows - self._unwritten_rows % BATCH_ROWS
+            unwritten = pa.concat_tables(self._unwritten).combine_chunks()
+            self._writer.write_table(unwritten.slice(0, whole), max_chunksize=BATCH_ROWS)
+            rest = unwritten.slice(whole)
+            self._unwritten, self._unwritten_rows = ([rest] if rest.num_rows else []), rest.num_rows
 
-    def _write_kept(self) -> None:
-        if self._kept:
-            self._writer.write_table(pa.concat_tables(self._kept).combine_chunks())
-            self._kept, self._kept_rows = [], 0
+    def _write_unwritten(self) -> None:
+        if self._unwritten:
+            self._writer.write_table(pa.concat_tables(self._unwritten).combine_chunks())
+            self._unwritten, self._unwritten_rows = [], 0
 
     @property
     def size(self) -> int:
@@ -121,14 +122,14 @@ class RecordWriter:
 
     def flush(self, sync: bool = False) -> None:
         """Push written batches to the operating system, and to the disk when ``sync``."""
-        self._write_kept()
+        self._write_unwritten()
         self._stream.flush()
         if sync and self._owned is not None:
             os.fsync(self._owned.fileno())
 
     def close(self) -> None:
         """Write the end-of-stream marker and close the file if this writer opened it."""
-        self._write_kept()
+        self._write_unwritten()
         self._writer.close()
         self._stream.flush()
         if self._owned is not None:

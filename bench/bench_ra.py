@@ -199,7 +199,7 @@ def run_operation(operation: str, path: Path, repeat: int) -> dict[str, object]:
     for _ in range(repeat):
         started = time.perf_counter()
         records = read_records(path)
-        # As the command does: a printed result is built, a written one written.
+        # As the command does: a printed result is only built, a -w result is also written.
         result = execute(spec, records, columns=columns, gather=printed)
         if not printed:
             write_records(str(output), result.rows)

@@ -1,4 +1,4 @@
-"""Gathering sorted records a slice at a time, as ``rasort -w`` writes large results."""
+"""Gathering rows of chunked record tables: sorted slices for rasort -w, filters for ra."""
 
 from __future__ import annotations
 
@@ -39,10 +39,10 @@ def chunked_table(rows: int, chunk_rows: int, seed: int = 7) -> pa.Table:
 
 
 @pytest.mark.parametrize(("chunk_rows", "slice_bytes"), [(97, 1), (1000, 20_000), (5000, 10**9)])
-def test_slices_hold_the_rows_in_order(chunk_rows: int, slice_bytes: int) -> None:
+def test_slices_keep_requested_order(chunk_rows: int, slice_bytes: int) -> None:
     table = chunked_table(5000, chunk_rows)
     order = np.random.default_rng(3).permutation(table.num_rows)
-    order = np.concatenate([order, order[:50]])  # a row may be asked for twice
+    order = np.concatenate([order, order[:50]])  # a row may be requested twice
     slices = list(take_slices(table, order, slice_bytes=slice_bytes))
 
     assert sum(part.num_rows for part in slices) == len(order)
@@ -52,7 +52,7 @@ def test_slices_hold_the_rows_in_order(chunk_rows: int, slice_bytes: int) -> Non
         assert len(slices) == -(-len(order) // rows_module.MIN_SLICE_ROWS)
 
 
-def test_sorted_records_slice_like_a_table() -> None:
+def test_sorted_records_slice_window() -> None:
     table = chunked_table(300, 64)
     ordered = sorted_records(table.append_column("bytes", table.column("counter")), ["bytes"])
     assert ordered.num_rows == 300
@@ -63,8 +63,8 @@ def test_sorted_records_slice_like_a_table() -> None:
 
 @pytest.mark.parametrize("capture", ["http-wikipedia.pcap", "tls-with-dns.pcap",
                                      "big-synthetic-mix.pcap"])
-def test_rasort_w_in_slices_writes_the_sorted_records(capture: str, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rasort_w_writes_sorted_slices(capture: str, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """rasort -w gathers in slices above WHOLE_GATHER_BYTES: force it for a small file."""
     reference = REFERENCE / f"{capture}.ra.csv"
     if not reference.exists():
@@ -95,7 +95,7 @@ def test_rasort_w_in_slices_writes_the_sorted_records(capture: str, tmp_path: Pa
 
 
 @pytest.mark.parametrize("share", [0.001, 0.2, 0.5, 0.9])
-def test_filter_rows_keeps_what_arrow_keeps(share: float) -> None:
+def test_filter_rows_matches_arrow_filter(share: float) -> None:
     """Both ways of filter_rows (gather below half, filter above) against Arrow's filter."""
     table = chunked_table(rows_module.THREADED_ROWS + 3000, 7000)
     rng = np.random.default_rng(11)
@@ -107,3 +107,13 @@ def test_filter_rows_keeps_what_arrow_keeps(share: float) -> None:
 
     assert filtered.combine_chunks().equals(table.filter(mask).combine_chunks())
     assert filtered.column("counter").num_chunks == 1
+
+
+def test_chunk_take_no_rows() -> None:
+    table = chunked_table(300, 64)
+
+    for column in table.columns:
+        taken = rows_module.ChunkTake(np.array([], dtype=np.int64))(column)
+
+        assert len(taken) == 0
+        assert taken.type == column.type

@@ -349,7 +349,7 @@ def emit(result: JobResult, switches: Switches) -> None:
 
 
 def _writes_records(switches: Switches) -> bool:
-    """Whether the result goes to a record stream (-w FILE or -w -), not text or Parquet."""
+    """Tell whether the result goes to a record stream (-w FILE or -w -), not text or Parquet."""
     return switches.write is not None and format_for_path(switches.write) == "arrow"
 
 

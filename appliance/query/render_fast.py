@@ -140,7 +140,7 @@ def _digit_chars(values: np.ndarray, count: int) -> np.ndarray:
     words = np.empty((len(values), pairs), dtype=np.uint16)
     rest = np.asarray(values) % 10 ** (2 * pairs)
     if pairs <= 4:
-        rest = rest.astype(np.int32)  # 32-bit division is the faster one
+        rest = rest.astype(np.int32)  # 32-bit division is faster than 64-bit
     for column in range(pairs - 1, -1, -1):
         rest, pair = np.divmod(rest, 100)
         words[:, column] = _DIGIT_PAIRS[pair]
@@ -478,9 +478,9 @@ def text_blocks(table: pa.Table, fields: list[str],
     NumPy functions, which release the GIL. Blocks come out in record order.
     """
     cells = _cells(fields, options)
-    # Batches of equal size, so that the last round of threads is not one small batch:
-    # 200,000 records print as four batches of 50,000 rather than three of 65,536 and
-    # one of 3,000.
+    # Batches of equal size keep the last round of threads from being one small batch.
+    # 200,000 records print as four batches of 50,000, not three of 65,536 and one of
+    # 3,000.
     rounds = -(-table.num_rows // (BATCH_ROWS * TEXT_THREADS))
     rows = max(1, -(-table.num_rows // (rounds * TEXT_THREADS))) if rounds else BATCH_ROWS
     with ThreadPoolExecutor(max_workers=TEXT_THREADS) as pool:

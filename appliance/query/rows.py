@@ -26,12 +26,12 @@ def filter_rows(table: pa.Table, mask: pa.Array | pa.ChunkedArray) -> pa.Table:
 
     When at most ``TAKE_FRACTION`` of the rows are selected, and on average at least
     ``TAKE_CHUNK_ROWS`` from each chunk, each column gathers the selected rows of its
-    chunks (see ``ChunkTake``), twice as fast as Arrow's filter, into one chunk. Few
-    rows per chunk would not pay for a call per chunk and column (a ten-minute window of
-    a day of records). Otherwise the columns are filtered, and the selected pieces joined
-    into one chunk when they average fewer than ``JOIN_ROWS`` rows. Either way a record
-    file written from the result has few, large batches, which take less than half the
-    time to compress and write that many small ones take.
+    chunks (see ``ChunkTake``) into one chunk, in half the CPU time of Arrow's filter.
+    With fewer rows per chunk (a ten-minute window of a day of records), a call per
+    chunk and column costs more than it saves. Otherwise the columns are filtered, and
+    the selected pieces are joined into one chunk when they average fewer than
+    ``JOIN_ROWS`` rows. Either way, a record file written from the result has few large
+    batches, which compress and write in less than half the time of many small ones.
     """
     if table.num_rows < THREADED_ROWS or table.num_columns < 2:
         return table.filter(mask)
@@ -73,8 +73,9 @@ COMPACT_STRINGS = 127
 def take_rows(table: pa.Table, indices: pa.Array, compact_strings: bool = False) -> pa.Table:
     """Gather rows of ``table`` in ``indices`` order, one column per thread.
 
-    Each column is joined into one chunk first: a take over one chunk is several times
-    faster than over many, and only one joined column per thread exists at a time.
+    Fewer than 100,000 rows are gathered chunk by chunk (see ``ChunkTake``). For more,
+    each column is joined into one chunk first, because a take over one chunk is several
+    times faster than over many, and only one joined column per thread exists at a time.
     ``compact_strings`` (for printed results) gathers string columns of few values
     (state, dir, flgs) as dictionary arrays with one-byte codes, which print the same and
     take a byte per row. It also gathers one column at a time, so that only one joined
@@ -109,7 +110,7 @@ def take_rows(table: pa.Table, indices: pa.Array, compact_strings: bool = False)
 
 def _compact(values: pa.Array) -> pa.DictionaryArray | None:
     """Return string ``values`` as a dictionary array with one-byte codes, or None when
-    they hold more than ``COMPACT_STRINGS`` distinct strings."""
+    they contain more than ``COMPACT_STRINGS`` distinct strings."""
     encoded = pc.dictionary_encode(values)
     if len(encoded.dictionary) > COMPACT_STRINGS:
         return None
@@ -118,7 +119,7 @@ def _compact(values: pa.Array) -> pa.DictionaryArray | None:
 
 #: Bytes of records that ``take_slices`` gathers at a time.
 SLICE_BYTES = 192 * 1024 * 1024
-#: The fewest rows it gathers at once, however wide the rows are.
+#: The minimum number of rows it gathers at once, however wide the rows are.
 MIN_SLICE_ROWS = 65_536
 
 
@@ -144,8 +145,10 @@ def take_slices(table: pa.Table, indices: np.ndarray,
 
 
 class ChunkLayouts:
-    """Where the chunks of each chunk layout met start; the columns of a record file
-    share one layout."""
+    """Cache of chunk start rows and chunk numbers, one entry per chunk layout.
+
+    The columns of a record file share one layout, so they share one entry.
+    """
 
     def __init__(self) -> None:
         self._starts: dict[tuple[int, ...], np.ndarray] = {}
@@ -189,8 +192,8 @@ class ChunkTake:
     Arrow's take on a chunked column (pyarrow 26) joins its chunks into one array first:
     a copy of the whole column for every call, 80 MB for ten million 8-byte numbers.
     This takes the rows of each chunk from that chunk, joins the pieces, and then puts
-    the rows in the order asked, so that a call copies only the rows it gathers and
-    reads one chunk at a time.
+    the rows in the requested order. A call copies only the rows it gathers and reads
+    one chunk at a time.
     """
 
     def __init__(self, indices: np.ndarray, layouts: ChunkLayouts | None = None,
@@ -203,6 +206,8 @@ class ChunkTake:
 
     def __call__(self, column: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
         """Return the rows of ``column`` in this gather's order."""
+        if len(self.indices) == 0:
+            return column.slice(0, 0)
         if column.null_count == len(column):
             return pa.nulls(len(self.indices), column.type)
         if column.num_chunks < 2:
@@ -229,8 +234,8 @@ class ChunkTake:
 
 @dataclass(frozen=True)
 class _ChunkPlan:
-    """The rows to take from each chunk, and the order that puts the joined pieces back
-    in the order asked (None when they are in order already)."""
+    """Rows to take from each chunk, and the order that puts the joined pieces in the
+    requested order (None when they are in that order already)."""
 
     pieces: list[tuple[int, pa.Array]]
     restore: pa.Array | None
