@@ -210,6 +210,9 @@ def build(target_cpu: str) -> Path:
 
     compiler = CC(jit.PREBUILT_MODULE.rsplit(".", 1)[1])
     compiler.target_cpu = target_cpu
+    # The kernels compile without numba's runtime (appliance.jit.NRT_OPTIONS), so the
+    # module needs neither its reference counting nor its allocator.
+    compiler.use_nrt = False
     exports = _export_kernels(compiler)
     _export_fingerprint(compiler, fingerprint)
     started = time.monotonic()

@@ -33,6 +33,13 @@ PACKAGE_ROOT = Path(__file__).resolve().parent
 COMPILED_DIRECTORIES = [PACKAGE_ROOT / name for name in ("decode", "flows", "pcapio", "live")]
 #: Files outside them that decide how the compiled functions are built and called.
 COMPILER_FILES = [PACKAGE_ROOT / "jit.py", PACKAGE_ROOT / "build_kernels.py"]
+#: The packet-path kernels allocate no arrays: they work on arrays that Python passes
+#: in. Without numba's runtime (NRT) they also keep no reference counts on them. With it,
+#: every array passed to a compiled function, unpacked from a tuple or sliced is counted
+#: up and down with atomic instructions (noinline calls), which took 60 % of the packet
+#: path's CPU time on big10. A kernel that needs an allocation then fails to compile
+#: ("NRT required but not enabled") instead of being slow.
+NRT_OPTIONS: dict[str, Any] = {"_nrt": False}
 #: Fingerprint of the sources that numba's on-disk cache was last written for.
 CACHE_STAMP = PACKAGE_ROOT / "decode" / "__pycache__" / "wirewatch-numba.stamp"
 
@@ -235,8 +242,12 @@ class Kernel:
 def njit(function: Callable[..., Any] | None = None, **options: Any) -> Any:
     """Compile a function like ``numba.njit`` (same options), or serve it from the prebuilt module.
 
-    Use it bare (``@njit``) or with options (``@njit(cache=True)``).
+    Use it bare (``@njit``) or with options (``@njit(cache=True)``). The functions
+    compile without numba's runtime (``_nrt=False``, see ``NRT_OPTIONS``) unless the
+    options say otherwise.
     """
+    options = {**NRT_OPTIONS, **options}
+
     def decorate(target: Callable[..., Any]) -> Any:
         with _lock:
             if _numba_njit is not None:

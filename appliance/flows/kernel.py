@@ -314,7 +314,8 @@ def find_flow(table, keys, keys8, row, scratch):
     slot, bucket = find(index, hashes, slot_keys, keys, row, h)
     if slot >= 0 or keys8[row, EXTRA] != DNS_TAGGED:
         return slot, h, bucket
-    scratch[0, :] = keys[row, :]
+    for k in range(keys.shape[1]):
+        scratch[0, k] = keys[row, k]
     pending = scratch.view(np.uint8)
     pending[0, EXTRA] = DNS_PENDING
     pending[0, EXTRA + 2] = 0

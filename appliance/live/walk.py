@@ -43,6 +43,14 @@ def _u32(block: np.ndarray, at: int) -> int:
     return _u16(block, at) | (_u16(block, at + 2) << 16)
 
 
+@njit(cache=True, inline="always")
+def _copy(target: np.ndarray, at: int, source: np.ndarray, start: int, length: int) -> None:
+    # A slice assignment between two arrays would allocate a temporary copy (they
+    # might overlap), which needs numba's runtime; these kernels compile without it.
+    for k in range(length):
+        target[at + k] = source[start + k]
+
+
 @njit(cache=True)
 def walk_block(block: np.ndarray, buffer: np.ndarray, used: int, offset: np.ndarray,
                caplen: np.ndarray, wirelen: np.ndarray, ts_us: np.ndarray,
@@ -64,7 +72,7 @@ def walk_block(block: np.ndarray, buffer: np.ndarray, used: int, offset: np.ndar
         if status & TP_STATUS_VLAN_VALID and length >= MAC_ADDRESSES_LEN:
             tpid = _u16(block, at + _TPID) if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q
             tci = _u32(block, at + _TCI)
-            buffer[used:used + MAC_ADDRESSES_LEN] = block[frame:frame + MAC_ADDRESSES_LEN]
+            _copy(buffer, used, block, frame, MAC_ADDRESSES_LEN)
             tag = used + MAC_ADDRESSES_LEN
             buffer[tag] = (tpid >> 8) & 0xFF
             buffer[tag + 1] = tpid & 0xFF
@@ -72,11 +80,11 @@ def walk_block(block: np.ndarray, buffer: np.ndarray, used: int, offset: np.ndar
             buffer[tag + 3] = tci & 0xFF
             rest = length - MAC_ADDRESSES_LEN
             body = frame + MAC_ADDRESSES_LEN
-            buffer[tag + VLAN_TAG_LEN:tag + VLAN_TAG_LEN + rest] = block[body:body + rest]
+            _copy(buffer, tag + VLAN_TAG_LEN, block, body, rest)
             length += VLAN_TAG_LEN
             original += VLAN_TAG_LEN
         else:
-            buffer[used:used + length] = block[frame:frame + length]
+            _copy(buffer, used, block, frame, length)
         caplen[index] = length
         wirelen[index] = original
         used += length
