@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from appliance.arrays import from_numpy
 from appliance.flows import layout as f
 from appliance.records import FLOW_SCHEMA
 
@@ -42,7 +43,7 @@ class RecordArrays:
             if field.name == "srcid":
                 arrays.append(pa.array([srcid] * count, type=field.type))
             elif field.name == "trans":
-                arrays.append(pa.array(np.ones(count, dtype=np.uint32)))
+                arrays.append(from_numpy(np.ones(count, dtype=np.uint32)))
             elif field.name in LABEL_FIELDS:
                 arrays.append(pa.nulls(count, field.type))
             else:
@@ -66,7 +67,7 @@ def _variable(data: np.ndarray, lengths: np.ndarray, kind: pa.DataType) -> pa.Ar
 
 
 def _names(codes: np.ndarray, names: pa.Array) -> pa.Array:
-    indices = pa.array(codes.astype(np.int32))
+    indices = from_numpy(codes.astype(np.int32))
     return pa.DictionaryArray.from_arrays(indices, names).dictionary_decode()
 
 
@@ -74,44 +75,46 @@ def _columns(out: RecordArrays, count: int, appbytes: bool) -> dict[str, pa.Arra
     rec = out.records[:count]
 
     def column(index: int) -> np.ndarray:
-        return np.ascontiguousarray(rec[:, index])
+        # A copy even of a one-row column, which would otherwise be a view of the output
+        # array that the compiled code overwrites with the next records.
+        return rec[:, index].copy()
 
     spkts, dpkts = column(f.R_SPKTS), column(f.R_DPKTS)
     sbytes, dbytes = column(f.R_SBYTES), column(f.R_DBYTES)
     vlan = column(f.R_VLAN)
     columns = {
-        "seq": pa.array(column(f.R_SEQ)),
-        "stime": pa.array(column(f.R_STIME), type=pa.int64()).cast(pa.timestamp("us", "UTC")),
-        "ltime": pa.array(column(f.R_LTIME), type=pa.int64()).cast(pa.timestamp("us", "UTC")),
-        "etype": pa.array(column(f.R_ETYPE)),
-        "proto": pa.array(column(f.R_PROTO)),
+        "seq": from_numpy(column(f.R_SEQ)),
+        "stime": from_numpy(column(f.R_STIME)).cast(pa.timestamp("us", "UTC")),
+        "ltime": from_numpy(column(f.R_LTIME)).cast(pa.timestamp("us", "UTC")),
+        "etype": from_numpy(column(f.R_ETYPE)),
+        "proto": from_numpy(column(f.R_PROTO)),
         "saddr": _fixed(out.addrs[:count, 0], 16),
-        "sport": pa.array(column(f.R_SPORT)),
+        "sport": from_numpy(column(f.R_SPORT)),
         "daddr": _fixed(out.addrs[:count, 1], 16),
-        "dport": pa.array(column(f.R_DPORT)),
+        "dport": from_numpy(column(f.R_DPORT)),
         "smac": _fixed(out.macs[:count, 0], 6),
         "dmac": _fixed(out.macs[:count, 1], 6),
-        "vlan": pa.array(np.maximum(vlan, 0), mask=vlan < 0),
+        "vlan": from_numpy(np.maximum(vlan, 0), null=vlan < 0),
         "dir": _names(column(f.R_DIR), _DIRECTIONS),
         "state": _names(column(f.R_STATE), _STATES),
         "flgs": _variable(out.flgs[:count], np.full(count, f.FLGS_WIDTH), pa.string()),
         "cause": _names(column(f.R_CAUSE), _CAUSES),
-        "pkts": pa.array(spkts + dpkts),
-        "spkts": pa.array(spkts),
-        "dpkts": pa.array(dpkts),
-        "bytes": pa.array(sbytes + dbytes),
-        "sbytes": pa.array(sbytes),
-        "dbytes": pa.array(dbytes),
-        "sttl": pa.array(column(f.R_STTL)),
-        "dttl": pa.array(column(f.R_DTTL)),
-        "stos": pa.array(column(f.R_STOS)),
-        "dtos": pa.array(column(f.R_DTOS)),
+        "pkts": from_numpy(spkts + dpkts),
+        "spkts": from_numpy(spkts),
+        "dpkts": from_numpy(dpkts),
+        "bytes": from_numpy(sbytes + dbytes),
+        "sbytes": from_numpy(sbytes),
+        "dbytes": from_numpy(dbytes),
+        "sttl": from_numpy(column(f.R_STTL)),
+        "dttl": from_numpy(column(f.R_DTTL)),
+        "stos": from_numpy(column(f.R_STOS)),
+        "dtos": from_numpy(column(f.R_DTOS)),
         "suser": _variable(out.user[:count, 0], column(f.R_SUSER_LEN), pa.binary()),
         "duser": _variable(out.user[:count, 1], column(f.R_DUSER_LEN), pa.binary()),
     }
     if appbytes:
-        columns["sappbytes"] = pa.array(column(f.R_SAPPBYTES))
-        columns["dappbytes"] = pa.array(column(f.R_DAPPBYTES))
+        columns["sappbytes"] = from_numpy(column(f.R_SAPPBYTES))
+        columns["dappbytes"] = from_numpy(column(f.R_DAPPBYTES))
     else:
         columns["sappbytes"] = pa.nulls(count, pa.uint64())
         columns["dappbytes"] = pa.nulls(count, pa.uint64())

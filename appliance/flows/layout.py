@@ -172,13 +172,20 @@ def _lookup(table: dict[int, str], size: int, default: str) -> np.ndarray:
 #: ICMP type (v4) -> state code; type 3 looks up its code in ICMP_UNREACHABLE_CODES.
 ICMP_STATE_CODES = _lookup(ICMP_STATES, 256, "UNK")
 ICMP_UNREACHABLE_CODES = _lookup(ICMP_UNREACHABLE_STATES, 256, ICMP_UNREACHABLE_OTHER)
+
+
+def _icmpv6_lookup() -> np.ndarray:
+    """Return the ICMPv6 table: a type's state for each of its codes, then the code states."""
+    codes = _lookup({}, 1 << 16, "UNK")
+    for icmp_type, name in ICMPV6_STATES.items():
+        codes[icmp_type << 8 : (icmp_type + 1) << 8] = STATES.index(name)
+    for (icmp_type, code), name in ICMPV6_CODE_STATES.items():
+        codes[(icmp_type << 8) | code] = STATES.index(name)
+    return codes
+
+
 #: ICMPv6 type << 8 | code -> state code.
-ICMPV6_STATE_CODES = _lookup(
-    {(icmp_type << 8) | code: name for icmp_type, name in ICMPV6_STATES.items()
-     for code in range(256)}
-    | {(icmp_type << 8) | code: name for (icmp_type, code), name in ICMPV6_CODE_STATES.items()},
-    1 << 16, "UNK",
-)
+ICMPV6_STATE_CODES = _icmpv6_lookup()
 
 
 def _letters(table: dict[int, str]) -> np.ndarray:

@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from appliance.arrays import from_numpy
+
 #: Below this many rows one thread is faster than handing columns to a pool.
 THREADED_ROWS = 100_000
 
@@ -266,10 +268,5 @@ def _pieces(rows: np.ndarray, starts: np.ndarray,
 
 
 def _int64_array(values: np.ndarray) -> pa.Array:
-    """Wrap integers as an Arrow int64 array without a copy.
-
-    ``pa.array`` would do the same, but its first call on a NumPy array imports
-    numpy.ma (7 ms), which the ra commands otherwise never need.
-    """
-    values = np.ascontiguousarray(values, dtype=np.int64)
-    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
+    """Wrap integers as an Arrow int64 array, without a copy when they are int64 already."""
+    return from_numpy(np.asarray(values, dtype=np.int64))
