@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pyarrow as pa
 
@@ -14,9 +16,6 @@ RECORD_CAPACITY = 16384
 #: Upper bound of the user-data output arrays, so a large -U does not allocate gigabytes.
 USER_OUTPUT_BYTES = 1 << 24
 
-_DIRECTIONS = pa.array(f.DIRECTIONS, pa.string())
-_STATES = pa.array(f.STATES, pa.string())
-_CAUSES = pa.array(f.CAUSES, pa.string())
 LABEL_FIELDS = ("sco", "dco", "sas", "das", "label")
 
 
@@ -36,7 +35,11 @@ class RecordArrays:
         return self.records, self.addrs, self.macs, self.flgs, self.user
 
     def to_batch(self, count: int, srcid: str, appbytes: bool) -> pa.RecordBatch:
-        """Return the first ``count`` output rows as a record batch with FLOW_SCHEMA."""
+        """Return the first ``count`` output rows as a record batch with FLOW_SCHEMA.
+
+        Each column is built with its schema type, so no cast (and no import of
+        pyarrow.compute) is needed.
+        """
         columns = _columns(self, count, appbytes)
         arrays = []
         for field in FLOW_SCHEMA:
@@ -47,7 +50,7 @@ class RecordArrays:
             elif field.name in LABEL_FIELDS:
                 arrays.append(pa.nulls(count, field.type))
             else:
-                arrays.append(columns[field.name].cast(field.type))
+                arrays.append(columns[field.name])
         return pa.RecordBatch.from_arrays(arrays, schema=FLOW_SCHEMA)
 
 
@@ -66,9 +69,39 @@ def _variable(data: np.ndarray, lengths: np.ndarray, kind: pa.DataType) -> pa.Ar
     )
 
 
-def _names(codes: np.ndarray, names: pa.Array) -> pa.Array:
-    indices = from_numpy(codes.astype(np.int32))
-    return pa.DictionaryArray.from_arrays(indices, names).dictionary_decode()
+def _names(codes: np.ndarray, names: list[str]) -> pa.Array:
+    """Return the strings that ``codes`` index in ``names``, as an Arrow string array."""
+    table, lengths = _name_table(tuple(names))
+    chosen = codes.astype(np.intp)
+    return _variable(table[chosen], lengths[chosen], pa.string())
+
+
+@functools.cache
+def _name_table(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``names`` as rows of a byte matrix (padded) and their lengths."""
+    encoded = [name.encode() for name in names]
+    table = np.zeros((len(encoded), max(map(len, encoded))), dtype=np.uint8)
+    for row, name in enumerate(encoded):
+        table[row, :len(name)] = np.frombuffer(name, dtype=np.uint8)
+    return table, np.array([len(name) for name in encoded], dtype=np.int64)
+
+
+def _numpy_type(kind: pa.DataType) -> np.dtype:
+    """Return the NumPy type that holds values of an Arrow integer or timestamp type."""
+    if pa.types.is_timestamp(kind):
+        return np.dtype(np.int64)
+    return np.dtype(f"{'i' if pa.types.is_signed_integer(kind) else 'u'}{kind.bit_width // 8}")
+
+
+#: Field name -> (Arrow type, NumPy type of its values) for the integer and time columns.
+_TYPES = {field.name: (field.type, _numpy_type(field.type)) for field in FLOW_SCHEMA
+          if pa.types.is_integer(field.type) or pa.types.is_timestamp(field.type)}
+
+
+def _typed(name: str, values: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
+    """Wrap int64 values as the Arrow array of field ``name``'s type."""
+    kind, numpy_type = _TYPES[name]
+    return from_numpy(values.astype(numpy_type, copy=False), null=null, kind=kind)
 
 
 def _columns(out: RecordArrays, count: int, appbytes: bool) -> dict[str, pa.Array]:
@@ -83,39 +116,39 @@ def _columns(out: RecordArrays, count: int, appbytes: bool) -> dict[str, pa.Arra
     sbytes, dbytes = column(f.R_SBYTES), column(f.R_DBYTES)
     vlan = column(f.R_VLAN)
     columns = {
-        "seq": from_numpy(column(f.R_SEQ)),
-        "stime": from_numpy(column(f.R_STIME)).cast(pa.timestamp("us", "UTC")),
-        "ltime": from_numpy(column(f.R_LTIME)).cast(pa.timestamp("us", "UTC")),
-        "etype": from_numpy(column(f.R_ETYPE)),
-        "proto": from_numpy(column(f.R_PROTO)),
+        name: _typed(name, column(index)) for name, index in _PLAIN_COLUMNS.items()
+    }
+    columns |= {
         "saddr": _fixed(out.addrs[:count, 0], 16),
-        "sport": from_numpy(column(f.R_SPORT)),
         "daddr": _fixed(out.addrs[:count, 1], 16),
-        "dport": from_numpy(column(f.R_DPORT)),
         "smac": _fixed(out.macs[:count, 0], 6),
         "dmac": _fixed(out.macs[:count, 1], 6),
-        "vlan": from_numpy(np.maximum(vlan, 0), null=vlan < 0),
-        "dir": _names(column(f.R_DIR), _DIRECTIONS),
-        "state": _names(column(f.R_STATE), _STATES),
+        "vlan": _typed("vlan", np.maximum(vlan, 0), null=vlan < 0),
+        "dir": _names(column(f.R_DIR), f.DIRECTIONS),
+        "state": _names(column(f.R_STATE), f.STATES),
         "flgs": _variable(out.flgs[:count], np.full(count, f.FLGS_WIDTH), pa.string()),
-        "cause": _names(column(f.R_CAUSE), _CAUSES),
-        "pkts": from_numpy(spkts + dpkts),
-        "spkts": from_numpy(spkts),
-        "dpkts": from_numpy(dpkts),
-        "bytes": from_numpy(sbytes + dbytes),
-        "sbytes": from_numpy(sbytes),
-        "dbytes": from_numpy(dbytes),
-        "sttl": from_numpy(column(f.R_STTL)),
-        "dttl": from_numpy(column(f.R_DTTL)),
-        "stos": from_numpy(column(f.R_STOS)),
-        "dtos": from_numpy(column(f.R_DTOS)),
+        "cause": _names(column(f.R_CAUSE), f.CAUSES),
+        "pkts": _typed("pkts", spkts + dpkts),
+        "spkts": _typed("spkts", spkts),
+        "dpkts": _typed("dpkts", dpkts),
+        "bytes": _typed("bytes", sbytes + dbytes),
+        "sbytes": _typed("sbytes", sbytes),
+        "dbytes": _typed("dbytes", dbytes),
         "suser": _variable(out.user[:count, 0], column(f.R_SUSER_LEN), pa.binary()),
         "duser": _variable(out.user[:count, 1], column(f.R_DUSER_LEN), pa.binary()),
     }
     if appbytes:
-        columns["sappbytes"] = from_numpy(column(f.R_SAPPBYTES))
-        columns["dappbytes"] = from_numpy(column(f.R_DAPPBYTES))
+        columns["sappbytes"] = _typed("sappbytes", column(f.R_SAPPBYTES))
+        columns["dappbytes"] = _typed("dappbytes", column(f.R_DAPPBYTES))
     else:
         columns["sappbytes"] = pa.nulls(count, pa.uint64())
         columns["dappbytes"] = pa.nulls(count, pa.uint64())
     return columns
+
+
+#: Columns copied from one output column as they are.
+_PLAIN_COLUMNS = {
+    "seq": f.R_SEQ, "stime": f.R_STIME, "ltime": f.R_LTIME, "etype": f.R_ETYPE,
+    "proto": f.R_PROTO, "sport": f.R_SPORT, "dport": f.R_DPORT, "sttl": f.R_STTL,
+    "dttl": f.R_DTTL, "stos": f.R_STOS, "dtos": f.R_DTOS,
+}
