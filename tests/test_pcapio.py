@@ -55,6 +55,24 @@ def test_pcap_byte_orders_and_resolutions(tmp_path, order, nanosecond):
     assert {f[3] for f in frames} == {101}
 
 
+def test_pcap_records_across_read_chunks(tmp_path, monkeypatch):
+    from appliance.pcapio import classic
+
+    # Chunks of 100 bytes: most records start in one chunk and end in the next.
+    monkeypatch.setattr(classic, "CHUNK_BYTES", 100)
+    path = tmp_path / "x.pcap"
+    frames = [FRAME_A, FRAME_B] * 20
+    write_pcap(path, "<", False, [(1, n, frame, len(frame)) for n, frame in enumerate(frames)])
+
+    batches = list(read_packets(path, batch_size=3))
+    read = [batch.frame(i) for batch in batches for i in range(len(batch))]
+
+    assert read == frames
+    assert [int(batch.ts_us[i]) % 1_000_000 for batch in batches for i in range(len(batch))] \
+        == list(range(len(frames)))
+    assert not any(batch.buffer.flags.writeable for batch in batches)
+
+
 def test_pcap_truncated_record_keeps_whole_packets(tmp_path, caplog):
     path = tmp_path / "cut.pcap"
     write_pcap(path, "<", False, [(1, 0, FRAME_A, 60), (2, 0, FRAME_B, 74)])

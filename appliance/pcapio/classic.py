@@ -116,18 +116,15 @@ class ClassicReader:
             self.stream.close()
 
     def _batches(self) -> Iterator[PacketBatch]:
-        pending = b""
+        pending = np.empty(0, dtype=np.uint8)
         file_offset = 4 + FILE_HEADER.size  # file offset of pending[0]
         while True:
-            data = self.stream.read(CHUNK_BYTES)
-            at_end = not data
-            chunk = pending + data if pending else data
-            if at_end:
-                if chunk:
-                    reason = f"file ends inside a packet record ({len(chunk)} bytes left)"
+            buffer = self._read_chunk(pending)
+            if len(buffer) == len(pending):
+                if len(pending):
+                    reason = f"file ends inside a packet record ({len(pending)} bytes left)"
                     self._damage(file_offset, reason)
                 return
-            buffer = np.frombuffer(chunk, dtype=np.uint8)
             pos = 0
             while True:
                 batch, pos, result = self._scan(buffer, pos)
@@ -140,8 +137,29 @@ class ClassicReader:
                     self._damage(file_offset + pos, reason)
                     return
                 break
-            pending = chunk[pos:]
+            pending = buffer[pos:]
             file_offset += pos
+
+    def _read_chunk(self, pending: np.ndarray) -> np.ndarray:
+        """Return ``pending`` followed by up to CHUNK_BYTES read from the file.
+
+        Each chunk is a new array: the batches cut from the previous one may still be
+        in use. The file is read straight into it, with no copy of the whole chunk.
+        """
+        buffer = np.empty(len(pending) + CHUNK_BYTES, dtype=np.uint8)
+        buffer[:len(pending)] = pending
+        view = memoryview(buffer)
+        filled = len(pending)
+        while filled < len(buffer):
+            count = self.stream.readinto(view[filled:])
+            if not count:
+                break
+            filled += count
+        chunk = buffer[:filled]
+        # Read-only, as the buffers of the pcapng reader (bytes) are: the compiled
+        # kernels then take one array type, and nothing writes to a captured frame.
+        chunk.flags.writeable = False
+        return chunk
 
     def _scan(self, buffer: np.ndarray, pos: int) -> tuple[PacketBatch, int, int]:
         size = self.batch_size
