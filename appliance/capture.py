@@ -58,7 +58,7 @@ def flows_from_file(path: str | Path, settings: CaptureSettings) -> Iterator[pa.
 
 
 def _flows(reader, path: str | Path, settings: CaptureSettings) -> Iterator[pa.RecordBatch]:
-    meter = FlowMeter(settings)
+    meter = FlowMeter(settings, hold_records=True)
     log.info("reading capture file %s", path)
     for batch in reader:
         yield from meter.process(batch)

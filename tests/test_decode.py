@@ -249,3 +249,35 @@ def test_malformed_counts_by_kind():
     good = bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP())
     batch = PacketBatch.from_frames([good, good[:20], good[:20]], [0, 1, 2])
     assert decode_batch(batch).malformed_counts() == {"truncated_ip": 2}
+
+
+def test_batch_counts_malformed_fragments_and_quoting_errors():
+    good = bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP())
+    datagram = IP(src="10.0.0.1", dst="10.0.0.2", id=7) / UDP(sport=1, dport=2) / Raw(b"y" * 3000)
+    fragments = [bytes(Ether() / part) for part in fragment(datagram, fragsize=1400)]
+    quoted = IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=6001, dport=9999)
+    error = bytes(Ether() / IP(src="10.0.0.2", dst="10.0.0.1") / ICMP(type=3, code=3)
+                  / bytes(quoted))
+    frames = [good, good[:20], *fragments, error]
+    decoded = decode_batch(PacketBatch.from_frames(frames, list(range(len(frames)))))
+
+    assert (decoded.malformed, decoded.fragments, decoded.quoted) == (1, len(fragments), 1)
+    assert decoded.malformed_counts() == {"truncated_ip": 1}
+
+
+def test_a_reused_workspace_decodes_as_fresh_arrays_do():
+    from appliance.decode import DecodeWorkspace
+
+    tagged = bytes(Ether(src=SRC_MAC, dst=DST_MAC) / Dot1Q(vlan=7)
+                   / IPv6(src="2001:db8::1", dst="2001:db8::2") / TCP(sport=1, dport=2))
+    plain = bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=3, dport=4))
+    workspace = DecodeWorkspace()
+    decode_batch(PacketBatch.from_frames([tagged] * 3, [0, 1, 2]), workspace)
+    batch = PacketBatch.from_frames([plain, plain[:20]], [0, 1])
+
+    reused = decode_batch(batch, workspace)
+    fresh = decode_batch(batch)
+    for index in range(2):
+        assert row(reused, index) == row(fresh, index)
+    assert row(reused, 0)["vlan"] == -1
+    assert row(reused, 1)["saddr"] == bytes(16)

@@ -209,3 +209,23 @@ def test_sequence_numbers_wrap_as_argus_does():
     table = records(packets, [1 + k / 100 for k in range(len(packets))]).sort_by("sport")
 
     assert [flgs[3] for flgs in table.column("flgs").to_pylist()] == ["s", "s"]
+
+
+def test_held_records_come_out_in_one_batch_with_the_same_values():
+    # 60 short UDP flows, each finished by the status interval of 1 s.
+    frames = [udp_frame(6000 + n, b"q") for n in range(60)]
+    batches = [PacketBatch.from_frames([frame], [1_000_000 * (n + 1)])
+               for n, frame in enumerate(frames)]
+    settings = CaptureSettings(status_interval=1, user_data_len=16, appbytes=True)
+
+    def run(hold: bool) -> list[pa.RecordBatch]:
+        meter = FlowMeter(settings, hold_records=hold)
+        out = []
+        for batch in batches:
+            out += meter.process(batch)
+        return out + meter.flush()
+
+    prompt, held = run(False), run(True)
+    assert len(prompt) > 10
+    assert len(held) == 1
+    assert pa.Table.from_batches(held).equals(pa.Table.from_batches(prompt))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -13,7 +13,13 @@ from appliance.decode.constants import (
     LinkType,
     Malformed,
 )
-from appliance.decode.kernel import decode_frames
+from appliance.decode.kernel import (
+    COUNT_FRAGMENTS,
+    COUNT_MALFORMED,
+    COUNT_QUOTED,
+    COUNTS,
+    decode_frames,
+)
 from appliance.pcapio import PacketBatch
 
 __all__ = [
@@ -40,6 +46,21 @@ class DecodedBatch:
     quoted_fields: np.ndarray
     quoted_saddr: np.ndarray
     quoted_daddr: np.ndarray
+    #: Frames that did not decode, fragments among the others, and ICMP errors whose
+    #: quoted packet decoded (``fields`` column "quoted").
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(COUNTS, dtype=np.int64))
+
+    @property
+    def malformed(self) -> int:
+        return int(self.counts[COUNT_MALFORMED])
+
+    @property
+    def fragments(self) -> int:
+        return int(self.counts[COUNT_FRAGMENTS])
+
+    @property
+    def quoted(self) -> int:
+        return int(self.counts[COUNT_QUOTED])
 
     def __len__(self) -> int:
         return len(self.fields)
@@ -50,13 +71,11 @@ class DecodedBatch:
 
     def malformed_counts(self) -> dict[str, int]:
         """Count the frames that did not decode, by Malformed kind name (lower case)."""
+        if not self.malformed:
+            return {}
         codes = self.column("malformed")
         values, counts = np.unique(codes[codes != Malformed.NONE], return_counts=True)
         return {Malformed(int(v)).name.lower(): int(n) for v, n in zip(values, counts, strict=True)}
-
-
-#: The arrays before this index are zeroed per batch; the decoder zeroes a quoted row itself.
-QUOTED_ARRAYS = 5
 
 
 class DecodeWorkspace:
@@ -67,14 +86,11 @@ class DecodeWorkspace:
         self._arrays: tuple[np.ndarray, ...] = ()
 
     def arrays(self, count: int) -> tuple[np.ndarray, ...]:
-        """Return zeroed output arrays for ``count`` frames."""
+        """Return output arrays for ``count`` frames (the decoder zeroes each row it uses)."""
         if count > self.rows:
             self.rows = count
             self._arrays = _allocate(count)
-        views = tuple(array[:count] for array in self._arrays)
-        for view in views[:QUOTED_ARRAYS]:
-            view.fill(0)
-        return views
+        return tuple(array[:count] for array in self._arrays)
 
 
 def _allocate(count: int) -> tuple[np.ndarray, ...]:
@@ -102,6 +118,6 @@ def decode_batch(batch: PacketBatch, workspace: DecodeWorkspace | None = None) -
     decode_frames(
         batch.buffer, batch.offset, batch.caplen, batch.wirelen, batch.linktype,
         decoded.fields, decoded.saddr, decoded.daddr, decoded.smac, decoded.dmac,
-        decoded.quoted_fields, decoded.quoted_saddr, decoded.quoted_daddr,
+        decoded.quoted_fields, decoded.quoted_saddr, decoded.quoted_daddr, decoded.counts,
     )
     return decoded

@@ -40,9 +40,14 @@ IGMP_GROUP = 4
 IGMP_GROUP_END = 8
 #: ethertypes above this are PPP protocols the link layer could not map.
 MAX_ETHERTYPE = 0xFFFF
+#: Entries of the ``counts`` array that ``decode_frames`` fills.
+COUNT_MALFORMED = 0
+COUNT_FRAGMENTS = 1
+COUNT_QUOTED = 2
+COUNTS = 3
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def decode_ip(buf, pos, end, wire_left, etype, fields, saddr, daddr, quoted_fields,
               quoted_saddr, quoted_daddr, row):
     if etype == ET_IPV4:
@@ -95,7 +100,7 @@ def decode_gre(buf, end, fields, saddr, daddr, quoted_fields, quoted_saddr, quot
                      quoted_fields, quoted_saddr, quoted_daddr, row)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def decode_frame(buf, start, caplen, wirelen, linktype, fields, saddr, daddr, smac, dmac,
                  quoted_fields, quoted_saddr, quoted_daddr, row):
     end = start + caplen
@@ -137,12 +142,44 @@ def decode_frame(buf, start, caplen, wirelen, linktype, fields, saddr, daddr, sm
     return M_NONE
 
 
+@njit(cache=True, inline="always")
+def clear_row(fields, saddr, daddr, smac, dmac, row):
+    """Zero one frame's output row (the quoted-packet arrays are zeroed by parse_quoted)."""
+    for k in range(fields.shape[1]):
+        fields[row, k] = 0
+    for k in range(saddr.shape[1]):
+        saddr[row, k] = 0
+        daddr[row, k] = 0
+    for k in range(smac.shape[1]):
+        smac[row, k] = 0
+        dmac[row, k] = 0
+
+
 @njit(cache=True)
 def decode_frames(buf, offset, caplen, wirelen, linktype, fields, saddr, daddr, smac, dmac,
-                  quoted_fields, quoted_saddr, quoted_daddr):
-    """Decode every frame of a batch into the preallocated, zeroed output arrays."""
+                  quoted_fields, quoted_saddr, quoted_daddr, counts):
+    """Decode every frame of a batch into the preallocated output arrays.
+
+    Each frame's row is zeroed first, so the arrays may hold an earlier batch. ``counts``
+    receives the frames that are malformed, IP fragments (not malformed) and ICMP
+    errors with a decoded quoted packet, so the caller can skip the rarer work.
+    """
+    malformed_rows = 0
+    fragment_rows = 0
+    quoted_rows = 0
     for row in range(len(offset)):
-        fields[row, c.MALFORMED] = decode_frame(
+        clear_row(fields, saddr, daddr, smac, dmac, row)
+        malformed = decode_frame(
             buf, offset[row], caplen[row], wirelen[row], linktype[row], fields, saddr, daddr,
             smac, dmac, quoted_fields, quoted_saddr, quoted_daddr, row,
         )
+        fields[row, c.MALFORMED] = malformed
+        if malformed != M_NONE:
+            malformed_rows += 1
+        elif fields[row, c.FRAGMENT] != FRAG_WHOLE:
+            fragment_rows += 1
+        if fields[row, c.QUOTED]:
+            quoted_rows += 1
+    counts[COUNT_MALFORMED] = malformed_rows
+    counts[COUNT_FRAGMENTS] = fragment_rows
+    counts[COUNT_QUOTED] = quoted_rows

@@ -59,15 +59,17 @@ BSD_AF_INET = 2
 BSD_AF_INET6 = (24, 28, 30)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def u16(buf, pos):
-    return (int(buf[pos]) << 8) | int(buf[pos + 1])
+    # int64, not int(): numba types int() of a uint8 as uint64, and a uint64 that meets
+    # an int64 (a position, a length) turns both into float64.
+    return (np.int64(buf[pos]) << 8) | np.int64(buf[pos + 1])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def u32(buf, pos):
-    high = (int(buf[pos]) << 24) | (int(buf[pos + 1]) << 16)
-    return high | (int(buf[pos + 2]) << 8) | int(buf[pos + 3])
+    high = (np.int64(buf[pos]) << 24) | (np.int64(buf[pos + 1]) << 16)
+    return high | (np.int64(buf[pos + 2]) << 8) | np.int64(buf[pos + 3])
 
 
 @njit(cache=True)
@@ -83,7 +85,7 @@ def ethertype_from_version(buf, pos, end):
     return 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def follow_ethertype(buf, pos, end, etype, encaps, vlan):
     """Walk VLAN tags, MPLS labels, PPPoE and LLC/SNAP until a network-layer ethertype.
 
@@ -139,13 +141,13 @@ def ppp_to_ethertype(protocol):
     return 0x10000 + protocol  # not an ethertype: the caller reports it as unsupported
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def copy_mac(buf, pos, out, row):
     for k in range(6):
         out[row, k] = buf[pos + k]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def parse_ethernet(buf, pos, end, smac, dmac, row):
     if pos + ETHERNET_HEADER_LEN > end:
         return 0, pos, EN_ETHERNET, -1, M_TRUNCATED_LINK
@@ -164,7 +166,7 @@ def parse_sll(buf, pos, end, smac, row, version):
     if version == 1:
         address_len, address_pos, protocol = u16(buf, pos + 4), pos + 6, u16(buf, pos + 14)
     else:
-        address_len, address_pos, protocol = int(buf[pos + 11]), pos + 12, u16(buf, pos)
+        address_len, address_pos, protocol = np.int64(buf[pos + 11]), pos + 12, u16(buf, pos)
     if address_len == 6:
         copy_mac(buf, address_pos, smac, row)
     # argus 3.0.8 marks cooked captures as Ethernet plus SLL, so flgs shows '*'.
@@ -187,9 +189,9 @@ def parse_loopback(buf, pos, end, network_order):
     if network_order:
         family = u32(buf, pos)
     else:
-        family = int(buf[pos])
+        family = np.int64(buf[pos])
         if family == 0:  # written big-endian by the capturing host
-            family = int(buf[pos + 3])
+            family = np.int64(buf[pos + 3])
     if family == BSD_AF_INET:
         return ET_IPV4, pos + 4, 0, -1, M_NONE
     for value in BSD_AF_INET6:
@@ -260,7 +262,7 @@ def parse_wlan(buf, pos, end, smac, dmac, row):
     return follow_ethertype(buf, pos + header_len, end, 0, EN_WLAN, -1)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def parse_link(buf, pos, end, linktype, smac, dmac, row):
     """Decode the link layer of one frame.
 

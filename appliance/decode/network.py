@@ -33,7 +33,7 @@ ARP_IPV4_LEN = 28  # Ethernet/IPv4 ARP: 8-byte fixed part, two MACs and two IPv4
 MAX_EXTENSION_HEADERS = 8
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def put_ipv4(buf, pos, out, row):
     """Store an IPv4 address as IPv4-mapped IPv6 (::ffff:a.b.c.d)."""
     for k in range(10):
@@ -78,7 +78,7 @@ def ipv4_options(buf, pos, end):
     return flags
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def parse_ipv4(buf, pos, end, wire_left, fields, saddr, daddr, row):
     """Decode an IPv4 header.
 
@@ -129,16 +129,16 @@ def skip_extension_headers(buf, pos, end, next_header, fields, row):
                 fields[row, c.FRAGMENT] = FRAG_LATER
             elif offset & 1:
                 fields[row, c.FRAGMENT] = FRAG_FIRST
-            next_header = int(buf[pos])
+            next_header = np.int64(buf[pos])
             pos += IPV6_FRAGMENT_HEADER_LEN
         elif next_header in (P_HOPOPT, P_IPV6_ROUTE, P_IPV6_OPTS, P_MOBILITY, P_AH):
             if pos + 2 > end:
                 return next_header, pos, M_TRUNCATED_IP
             if next_header == P_AH:
-                length = (int(buf[pos + 1]) + 2) * 4
+                length = (np.int64(buf[pos + 1]) + 2) * 4
             else:
-                length = (int(buf[pos + 1]) + 1) * 8
-            next_header = int(buf[pos])
+                length = (np.int64(buf[pos + 1]) + 1) * 8
+            next_header = np.int64(buf[pos])
             pos += length
         else:
             return next_header, pos, M_NONE
@@ -165,7 +165,7 @@ def parse_ipv6(buf, pos, end, wire_left, fields, saddr, daddr, row):
     put_ipv6(buf, pos + 24, daddr, row)
     datagram_end = min(end, pos + total_len)
     proto, transport, malformed = skip_extension_headers(
-        buf, pos + IPV6_HEADER_LEN, datagram_end, int(buf[pos + 6]), fields, row
+        buf, pos + IPV6_HEADER_LEN, datagram_end, np.int64(buf[pos + 6]), fields, row
     )
     fields[row, c.PROTO] = proto
     return transport, datagram_end, max(0, pos + total_len - transport), malformed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from appliance.decode import columns as c
 from appliance.decode.constants import (
     ET_IPV4,
@@ -86,7 +88,7 @@ def is_icmp_info(icmp_type):
     )
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def set_payload(fields, row, start, cap_end, wire_len):
     fields[row, c.PAYLOAD_OFFSET] = start
     fields[row, c.PAYLOAD_CAPLEN] = max(0, cap_end - start)
@@ -113,13 +115,14 @@ def window_scale(buf, pos, header_len, cap_end):
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def parse_tcp(buf, pos, cap_end, wire_len, fields, row):
     if pos + 4 > cap_end:
         return M_TRUNCATED_TRANSPORT
     fields[row, c.SPORT] = u16(buf, pos)
     fields[row, c.DPORT] = u16(buf, pos + 2)
-    header_len = TCP_MIN_HEADER_LEN
+    # Not a literal: the inlined code would type header_len by its first value.
+    header_len = np.int64(TCP_MIN_HEADER_LEN)
     fields[row, c.TCP_WINDOW] = -1
     fields[row, c.TCP_WSCALE] = -1
     if pos + TCP_FLAGS_END <= cap_end:
@@ -138,7 +141,7 @@ def parse_tcp(buf, pos, cap_end, wire_len, fields, row):
     return M_NONE
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def parse_udp(buf, pos, cap_end, wire_len, fields, row):
     if pos + 4 > cap_end:
         return M_TRUNCATED_TRANSPORT
@@ -200,7 +203,7 @@ def error_dport(icmp_type, code, version, quoted_fields, quoted_daddr, row):
         return quoted_fields[row, c.DPORT]
     if code <= 1:
         # argus 3.0.8 keeps the low 16 bits of the address read in little-endian order.
-        return (int(quoted_daddr[row, 13]) << 8) | int(quoted_daddr[row, 12])
+        return (np.int64(quoted_daddr[row, 13]) << 8) | np.int64(quoted_daddr[row, 12])
     return 0
 
 
@@ -241,8 +244,8 @@ def parse_icmp(buf, pos, cap_end, snap_end, wire_len, version, fields, quoted_fi
     """
     if pos + 2 > cap_end:
         return M_TRUNCATED_TRANSPORT
-    icmp_type = int(buf[pos])
-    fields[row, c.SPORT] = (icmp_type << 8) | int(buf[pos + 1])
+    icmp_type = np.int64(buf[pos])
+    fields[row, c.SPORT] = (icmp_type << 8) | np.int64(buf[pos + 1])
     if icmp_request_type(icmp_type, version) >= 0 and pos + ICMP_HEADER_LEN <= cap_end:
         fields[row, c.DPORT] = u16(buf, pos + 4)
         fields[row, c.ICMP_SEQ] = u16(buf, pos + 6)
@@ -253,7 +256,7 @@ def parse_icmp(buf, pos, cap_end, snap_end, wire_len, version, fields, quoted_fi
         )
         if fields[row, c.QUOTED]:
             fields[row, c.DPORT] = error_dport(
-                icmp_type, int(buf[pos + 1]), version, quoted_fields, quoted_daddr, row
+                icmp_type, np.int64(buf[pos + 1]), version, quoted_fields, quoted_daddr, row
             )
     if version == 4 and fields[row, c.PROTO] == P_ICMP:
         set_icmp_payload(buf, pos, cap_end, snap_end, wire_len, fields, row)

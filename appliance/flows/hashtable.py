@@ -20,7 +20,7 @@ SHIFT = np.uint64(29)
 LOW_BITS = np.uint64(0xFFFFFFFF)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def hash_key(keys, row):
     """Return a 64-bit hash of one six-word key."""
     h = np.uint64(0)
@@ -30,7 +30,7 @@ def hash_key(keys, row):
     return h
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def same_key(slot_keys, slot, keys, row):
     for k in range(KEY_WORDS):
         if slot_keys[slot, k] != keys[row, k]:
@@ -38,7 +38,7 @@ def same_key(slot_keys, slot, keys, row):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def find(index, hashes, slot_keys, keys, row, h):
     """Return (slot, bucket): the key's slot or -1, and the bucket probing stopped at."""
     mask = len(index) - 1

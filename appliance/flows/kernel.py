@@ -42,7 +42,7 @@ TIMEOUT_ARP = 5
 TIMEOUT_OTHER = 30
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def flow_timeout(etype, proto):
     """Return the idle timeout in microseconds for a flow of this ethertype and protocol."""
     if etype == ET_ARP:
@@ -165,7 +165,7 @@ def swap_sides(sides, slot):
     a.tcp_status, b.tcp_status = b.tcp_status, a.tcp_status
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def update_tcp(packets, flows, sides, slot, side, row):
     fields = packets[0]
     flags = fields[row, c.TCP_FLAGS]
@@ -182,16 +182,18 @@ def update_tcp(packets, flows, sides, slot, side, row):
         flows[slot].established = 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def is_tcp_flow(flows, slot):
     etype = flows[slot].etype
     return flows[slot].proto == P_TCP and (etype == ET_IPV4 or etype == ET_IPV6)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def update(packets, table, row, slot, role):
     """Count the packet at ``row`` into its flow."""
-    fields, _, _, _, ts_us, _, _, buffer, _, _ = packets
+    # Indexing, not unpacking into "_": numba gives every "_" of an inlined function
+    # one type, which fails for arrays of different types.
+    fields, ts_us, buffer = packets[0], packets[4], packets[7]
     flows, sides, chunks, chunk_next, meta = table[5], table[6], table[7], table[8], table[9]
     flow = flows[slot]
     from_src = (role == 0) == (flow.src_is_a == 1)
@@ -269,7 +271,7 @@ def emit_record(table, out, slot, cause, tables):
          (icmp4_codes, unreachable_codes, icmp6_codes, encapsulation_codes, option_codes))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def ends_record(packets, flows, sides, slot, row):
     """Tell whether the packet ends the flow's record before it is counted.
 
@@ -288,7 +290,7 @@ def ends_record(packets, flows, sides, slot, row):
     return (seen & TCP_RST) != 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def timed_out(flows, slot, before):
     """Tell whether a reported flow was idle for its timeout by the previous packet.
 
@@ -299,7 +301,7 @@ def timed_out(flows, slot, before):
     return not flow.has_packets and before - flow.ltime >= flow_timeout(flow.etype, flow.proto)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def find_flow(table, keys, keys8, row, scratch):
     """Look a packet's flow up; return (slot or -1, hash, bucket) for the key to insert.
 
@@ -325,15 +327,15 @@ def find_flow(table, keys, keys8, row, scratch):
     return slot, h, bucket
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def settle_dns(table, slot, keys, row):
     """Key a pending DNS flow by the transaction id of its first answer."""
-    index, hashes, slot_keys, slot_keys8, _, _, sides = table[:7]
+    index, hashes, slot_keys, slot_keys8, sides = table[0], table[1], table[2], table[3], table[6]
     if slot_keys8[slot, EXTRA] != DNS_PENDING or sides[slot, 1].pkts == 0:
         return
     unlink(index, hashes, slot)
     h = hash_key(keys, row)
-    _, bucket = find(index, hashes, slot_keys, keys, row, h)
+    bucket = find(index, hashes, slot_keys, keys, row, h)[1]
     for k in range(slot_keys.shape[1]):
         slot_keys[slot, k] = keys[row, k]
     hashes[slot] = h & LOW_BITS

@@ -44,19 +44,19 @@ EXTRA = 40
 MAC_IN_ADDRESS = 10
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def put_u16(keys, row, pos, value):
     keys[row, pos] = (value >> 8) & 0xFF
     keys[row, pos + 1] = value & 0xFF
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def put_u32(keys, row, pos, value):
     for k in range(4):
         keys[row, pos + k] = (value >> (24 - 8 * k)) & 0xFF
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def compare_sides(first, second, row, first_port, second_port):
     """Return -1, 0 or 1 as (first address, first port) sorts before, with or after second."""
     for k in range(first.shape[1]):
@@ -67,7 +67,7 @@ def compare_sides(first, second, row, first_port, second_port):
     return 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def put_sides(keys, row, a_addr, b_addr, width, a_port, b_port):
     offset = 16 - width
     for k in range(width):
@@ -109,7 +109,7 @@ DNS_TAGGED = 1
 DNS_PENDING = 2
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def key_ip(fields, saddr, daddr, buffer, keys, row):
     sport = fields[row, c.SPORT]
     dport = fields[row, c.DPORT]
@@ -150,8 +150,10 @@ def key_mac(fields, smac, dmac, keys, row):
 
 @njit(cache=True)
 def build_keys(fields, saddr, daddr, smac, dmac, buffer, keys, role):
-    """Fill ``keys`` (n x 48 bytes, zeroed) and ``role`` for every decoded frame."""
+    """Fill ``keys`` (n x 48 bytes) and ``role`` for every decoded frame."""
     for row in range(len(fields)):
+        for k in range(keys.shape[1]):
+            keys[row, k] = 0
         etype = fields[row, c.ETYPE]
         proto = fields[row, c.PROTO]
         put_u16(keys, row, 0, etype)

@@ -207,9 +207,12 @@ ENCAPSULATION_MASK = 0x3FF
 def _encapsulation_letters() -> np.ndarray:
     """flgs column 2 for each encapsulation bit set: one letter, '*' for several, ' '."""
     letters = np.full(ENCAPSULATION_MASK + 1, ord(" "), dtype=np.uint8)
+    # Plain ints: an IntFlag operation creates a flag member, 30 times slower.
+    flag_letters = [(int(flag), letter) for flag, letter in ENCAPSULATION_LETTERS.items()]
+    qinq = int(Encapsulation.QINQ)
     for bits in range(ENCAPSULATION_MASK + 1):
-        seen = {letter for flag, letter in ENCAPSULATION_LETTERS.items() if bits & flag}
-        if bits & Encapsulation.QINQ:
+        seen = {letter for flag, letter in flag_letters if bits & flag}
+        if bits & qinq:
             seen.add("*")
         if len(seen) > 1:
             letters[bits] = ord("*")
@@ -224,8 +227,9 @@ ENCAPSULATION_CODES = _encapsulation_letters()
 def _option_letters() -> np.ndarray:
     """flgs column 8 for each set of IPv4 options: one letter, 'O' for several, ' '."""
     letters = np.full(128, ord(" "), dtype=np.uint8)
+    flag_letters = [(int(flag), letter) for flag, letter in IP_OPTION_LETTERS.items()]
     for bits in range(1, 128):
-        seen = [letter for flag, letter in IP_OPTION_LETTERS.items() if bits & flag]
+        seen = [letter for flag, letter in flag_letters if bits & flag]
         letters[bits] = ord(seen[0]) if len(seen) == 1 else ord("O")
     return letters
 

@@ -130,9 +130,14 @@ class FlowMeter:
     record for record with -S 86400; other intervals are not yet compared against argus.
     """
 
-    def __init__(self, settings: CaptureSettings, first_seq: int = 1) -> None:
+    def __init__(self, settings: CaptureSettings, first_seq: int = 1,
+                 hold_records: bool = False) -> None:
+        """``hold_records`` keeps finished records until the output arrays fill up or
+        ``flush``, so that they come out in few large batches. Only for reading a file
+        to the end: a live capture needs each batch's records at once."""
         jit.log_mode()
         self.settings = settings
+        self.hold_records = hold_records
         self.table = FlowTable(settings.user_data_len)
         self.out = RecordArrays(settings.user_data_len)
         self.interval_us = int(settings.status_interval * MICROSECONDS)
@@ -167,6 +172,8 @@ class FlowMeter:
             for kind, count in decoded.malformed_counts().items():
                 self.counts[f"malformed_{kind}"] += count
             self._run(self._packets(decoded))
+        if self.hold_records:
+            return self._take_full_batches()
         return self._take_records()
 
     def advance(self, now_us: int) -> list[pa.RecordBatch]:
@@ -229,6 +236,10 @@ class FlowMeter:
 
     def _take_records(self) -> list[pa.RecordBatch]:
         self._drain()
+        return self._take_full_batches()
+
+    def _take_full_batches(self) -> list[pa.RecordBatch]:
+        """Return the batches drained when the output arrays filled up."""
         batches, self._batches = self._batches, []
         return batches
 
@@ -237,14 +248,14 @@ class FlowMeter:
     def _packets(self, decoded: DecodedBatch) -> tuple:
         count = len(decoded)
         if len(self._keys) < count:
-            self._keys = np.zeros((count, KEY_LEN), dtype=np.uint8)
+            self._keys = np.empty((count, KEY_LEN), dtype=np.uint8)
             self._quoted = np.zeros((count, KEY_LEN), dtype=np.uint8)
         keys8 = self._keys[:count]
-        keys8.fill(0)
-        role = np.zeros(count, dtype=np.uint8)
+        role = np.empty(count, dtype=np.uint8)
         build_keys(decoded.fields, decoded.saddr, decoded.daddr, decoded.smac, decoded.dmac,
                    decoded.batch.buffer, keys8, role)
-        self._fold_fragments(decoded, keys8, role)
+        if decoded.fragments:
+            self._fold_fragments(decoded, keys8, role)
         return (decoded.fields, keys8.view(np.uint64), keys8, role, decoded.batch.ts_us,
                 decoded.smac, decoded.dmac, decoded.batch.buffer, self._quoted_keys(decoded),
                 np.zeros((1, KEY_WORDS), dtype=np.uint64))
@@ -255,7 +266,7 @@ class FlowMeter:
         Only the rows of such errors are written; the compiled code reads no others.
         """
         quoted_keys = self._quoted[: len(decoded)]
-        rows = np.flatnonzero(decoded.fields[:, c.QUOTED])
+        rows = np.flatnonzero(decoded.fields[:, c.QUOTED]) if decoded.quoted else ()
         if len(rows):
             keys8 = np.zeros((len(rows), KEY_LEN), dtype=np.uint8)
             build_keys(

@@ -175,7 +175,7 @@ def set_base(record, seqbase):
         record.tcp_status |= f.TS_BASE_SET
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def update_tcp_packet(flows, sides, slot, side, flags, seq, ack, window, wscale, length, ip_id):
     """Track one TCP packet whose header was captured (flgs columns 4-6)."""
     if wscale >= 0:

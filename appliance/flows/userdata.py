@@ -25,7 +25,7 @@ def chunk_len(user_data_len: int) -> int:
     return min(CHUNK_LEN, 1 << max(0, user_data_len - 1).bit_length())
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def chunks_free(meta, capacity):
     """Return how many chunks can still be taken without growing the pool."""
     return capacity - meta[M_CHUNK_HIGH] + meta[M_CHUNKS_FREE]
