@@ -153,8 +153,66 @@ def test_icmpv4_lone_reply_state_differs_from_argus(icmp_type, code, argus, ours
 @pytest.mark.parametrize(("query", "reply", "state"),
                          [(130, 131, "MRQ"), (130, 132, "MRQ"), (133, 134, "NRS"),
                           (135, 136, "NNS")])
-def test_icmpv6_query_and_reply_are_two_records(query, reply, state):
-    # argus keys the reply under its query and prints one record of 2 packets with the
-    # query's state; Wirewatch makes one record per message, both named after the query.
+@pytest.mark.parametrize("reply_first", [False, True])
+def test_icmpv6_query_and_reply_are_one_record(query, reply, state, reply_first):
+    # argus keys an MLD, router or neighbour reply under its query, as it keys an echo
+    # reply, and prints one record of both messages with the query's state.
     frames = [icmp6(HOST6_A, HOST6_B, query, 0), icmp6(HOST6_B, HOST6_A, reply, 0)]
-    assert states(frames) == [state, state]
+    assert states(frames[::-1] if reply_first else frames) == [state]
+
+
+def records(frames: list[bytes]) -> list[dict]:
+    """Meter the frames, one millisecond apart; return the records by start time."""
+    batch = PacketBatch.from_frames(
+        frames, [1_700_000_000_000_000 + i * 1000 for i in range(len(frames))],
+        wirelen=[len(frame) for frame in frames],
+    )
+    meter = FlowMeter(SETTINGS)
+    rows = pa.Table.from_batches(meter.process(batch) + meter.flush(), schema=FLOW_SCHEMA)
+    return sorted(rows.to_pylist(), key=lambda row: row["stime"])
+
+
+def error4(icmp_type: int, code: int, quoted_dst: str, quoted_proto: int = 17) -> bytes:
+    """An ICMPv4 error from HOST_A to HOST_B quoting a datagram HOST_B sent to quoted_dst."""
+    quoted = IP(src=HOST_B, dst=quoted_dst, proto=quoted_proto) / Raw(b"\x13\x88\x00\x35" * 2)
+    return bytes(Ether(**MACS) / IP(src=HOST_A, dst=HOST_B)
+                 / ICMP(type=icmp_type, code=code, gw="192.0.2.1") / Raw(bytes(quoted)))
+
+
+# (type, code, quoted destination, quoted protocol, and the state and dport argus 3.0.8.2
+# printed; ra prints every ICMP dport byte-swapped, so its 0xac10 is 0x10ac here and
+# its 0x0600 for TCP is 6)
+ICMPV4_ERROR_DPORTS = [
+    (5, 1, "172.16.5.9", 17, "RED", 0x10AC),
+    (5, 0, "192.168.7.10", 17, "RED", 0xA8C0),
+    (5, 2, "10.20.30.40", 17, "RED", 0),
+    (5, 3, "172.16.5.9", 17, "RED", 0),
+    (3, 2, "172.16.5.9", 6, "URO", 6),
+    (3, 2, "10.9.8.7", 50, "URO", 50),
+    (3, 0, "172.16.5.9", 17, "URN", 0x10AC),
+    (3, 1, "172.16.5.9", 17, "URH", 0x10AC),
+    (3, 3, "172.16.5.9", 17, "URP", 0x35),
+    (3, 4, "172.16.5.9", 17, "URF", 0),
+    (11, 0, "172.16.5.9", 17, "TXD", 0),
+    (12, 0, "172.16.5.9", 17, "PAR", 0),
+]
+
+
+@pytest.mark.parametrize(("icmp_type", "code", "quoted_dst", "quoted_proto", "state", "dport"),
+                         ICMPV4_ERROR_DPORTS)
+def test_icmpv4_error_dport_as_argus(icmp_type, code, quoted_dst, quoted_proto, state, dport):
+    [record] = records([error4(icmp_type, code, quoted_dst, quoted_proto)])
+    assert (record["state"], record["dport"]) == (state, dport)
+
+
+def test_protocol_unreachables_for_two_protocols_are_two_records():
+    frames = [error4(3, 2, "10.0.0.1", 99), error4(3, 2, "10.0.0.1", 17)]
+    assert [record["dport"] for record in records(frames)] == [99, 17]
+
+
+@pytest.mark.parametrize(("icmp_type", "code", "state"),
+                         [(1, 4, "URP"), (1, 1, "URAD"), (3, 0, "TXT"), (3, 1, "TXR"),
+                          (2, 0, "PTB"), (4, 2, "PPO")])
+def test_icmpv6_error_dport_is_its_code(icmp_type, code, state):
+    [record] = records([icmp6(HOST6_A, HOST6_B, icmp_type, code)])
+    assert (record["state"], record["sport"] >> 8, record["dport"]) == (state, icmp_type, code)

@@ -44,12 +44,21 @@ ICMP_INFO_REQUEST = 15
 ICMP_INFO_REPLY = 16
 ICMP_MASK_REQUEST = 17
 ICMP_MASK_REPLY = 18
+ICMP_UNREACHABLE_PROTOCOL = 2  # code
 ICMP_UNREACHABLE_PORT = 3  # code
 
 ICMPV6_UNREACHABLE = 1
 ICMPV6_PARAMETER_PROBLEM = 4
 ICMPV6_ECHO = 128
 ICMPV6_ECHO_REPLY = 129
+# ICMPv6 queries that argus 3.0.8 pairs with their replies, as it pairs echoes.
+ICMPV6_MLD_QUERY = 130
+ICMPV6_MLD_REPORT = 131
+ICMPV6_MLD_DONE = 132
+ICMPV6_ROUTER_SOLICIT = 133
+ICMPV6_ROUTER_ADVERT = 134
+ICMPV6_NEIGHBOR_SOLICIT = 135
+ICMPV6_NEIGHBOR_ADVERT = 136
 
 
 @njit(cache=True)
@@ -65,6 +74,12 @@ def icmp_request_type(icmp_type, version):
         return -1
     if icmp_type == ICMPV6_ECHO or icmp_type == ICMPV6_ECHO_REPLY:
         return ICMPV6_ECHO
+    if ICMPV6_MLD_QUERY <= icmp_type <= ICMPV6_MLD_DONE:
+        return ICMPV6_MLD_QUERY
+    if icmp_type == ICMPV6_ROUTER_SOLICIT or icmp_type == ICMPV6_ROUTER_ADVERT:
+        return ICMPV6_ROUTER_SOLICIT
+    if icmp_type == ICMPV6_NEIGHBOR_SOLICIT or icmp_type == ICMPV6_NEIGHBOR_ADVERT:
+        return ICMPV6_NEIGHBOR_SOLICIT
     return -1
 
 
@@ -192,17 +207,22 @@ def parse_quoted(buf, pos, cap_end, version, quoted_fields, quoted_saddr, quoted
 
 @njit(cache=True)
 def error_dport(icmp_type, code, version, quoted_fields, quoted_daddr, row):
-    """Return the dport argus gives an ICMP error: the quoted port or destination address.
+    """Return the dport argus 3.0.8 gives an ICMP error, from the code or the quoted packet.
 
-    Port unreachable keeps the quoted destination port; net and host unreachable
-    keep two bytes of the quoted destination address (argus 3.0.8).
+    - ICMPv6 errors: the code.
+    - Port unreachable: the quoted destination port.
+    - Net and host unreachable, and redirects for a net or a host: the first two bytes
+      of the quoted destination address, read little-endian as argus stores them
+      (0x10ac for 172.16.5.9; ra 3.0.8 prints every ICMP dport byte-swapped, 0xac10).
+    - Protocol unreachable: the quoted IP protocol.
     """
-    if version != 4 or icmp_type != ICMP_UNREACHABLE:
-        return 0
-    if code == ICMP_UNREACHABLE_PORT:
+    if version != 4:
+        return code
+    if icmp_type == ICMP_UNREACHABLE and code == ICMP_UNREACHABLE_PORT:
         return quoted_fields[row, c.DPORT]
-    if code <= 1:
-        # argus 3.0.8 keeps the low 16 bits of the address read in little-endian order.
+    if icmp_type == ICMP_UNREACHABLE and code == ICMP_UNREACHABLE_PROTOCOL:
+        return quoted_fields[row, c.PROTO]
+    if (icmp_type == ICMP_UNREACHABLE or icmp_type == ICMP_REDIRECT) and code <= 1:
         return (np.int64(quoted_daddr[row, 13]) << 8) | np.int64(quoted_daddr[row, 12])
     return 0
 
