@@ -179,9 +179,9 @@ def error4(icmp_type: int, code: int, quoted_dst: str, quoted_proto: int = 17) -
                  / ICMP(type=icmp_type, code=code, gw="192.0.2.1") / Raw(bytes(quoted)))
 
 
-# (type, code, quoted destination, quoted protocol, and the state and dport argus 3.0.8.2
-# printed; ra prints every ICMP dport byte-swapped, so its 0xac10 is 0x10ac here and
-# its 0x0600 for TCP is 6)
+# (type, code, quoted destination, quoted protocol, state, dport) as argus 3.0.8.2
+# printed them. ra prints every ICMP dport byte-swapped, so its 0xac10 is 0x10ac here,
+# and its 0x0600 for TCP is 6.
 ICMPV4_ERROR_DPORTS = [
     (5, 1, "172.16.5.9", 17, "RED", 0x10AC),
     (5, 0, "192.168.7.10", 17, "RED", 0xA8C0),
