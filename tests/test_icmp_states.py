@@ -48,15 +48,20 @@ def icmp6(src: str, dst: str, icmp_type: int, code: int) -> bytes:
     return bytes(Ether(**MACS) / IPv6(src=src, dst=dst, nh=58) / Raw(header + body))
 
 
-def states(frames: list[bytes]) -> list[str]:
-    """Meter the frames, one millisecond apart; return the records' states by start time."""
+def records(frames: list[bytes]) -> list[dict]:
+    """Meter the frames, one millisecond apart; return the records by start time."""
     batch = PacketBatch.from_frames(
         frames, [1_700_000_000_000_000 + i * 1000 for i in range(len(frames))],
         wirelen=[len(frame) for frame in frames],
     )
     meter = FlowMeter(SETTINGS)
     rows = pa.Table.from_batches(meter.process(batch) + meter.flush(), schema=FLOW_SCHEMA)
-    return [row["state"] for row in sorted(rows.to_pylist(), key=lambda row: row["stime"])]
+    return sorted(rows.to_pylist(), key=lambda row: row["stime"])
+
+
+def states(frames: list[bytes]) -> list[str]:
+    """Meter the frames, one millisecond apart; return the records' states by start time."""
+    return [row["state"] for row in records(frames)]
 
 
 # (type, code, state argus printed for one message of that type sent on its own)
@@ -159,17 +164,6 @@ def test_icmpv6_query_and_reply_are_one_record(query, reply, state, reply_first)
     # reply, and prints one record of both messages with the query's state.
     frames = [icmp6(HOST6_A, HOST6_B, query, 0), icmp6(HOST6_B, HOST6_A, reply, 0)]
     assert states(frames[::-1] if reply_first else frames) == [state]
-
-
-def records(frames: list[bytes]) -> list[dict]:
-    """Meter the frames, one millisecond apart; return the records by start time."""
-    batch = PacketBatch.from_frames(
-        frames, [1_700_000_000_000_000 + i * 1000 for i in range(len(frames))],
-        wirelen=[len(frame) for frame in frames],
-    )
-    meter = FlowMeter(SETTINGS)
-    rows = pa.Table.from_batches(meter.process(batch) + meter.flush(), schema=FLOW_SCHEMA)
-    return sorted(rows.to_pylist(), key=lambda row: row["stime"])
 
 
 def error4(icmp_type: int, code: int, quoted_dst: str, quoted_proto: int = 17) -> bytes:
