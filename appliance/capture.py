@@ -62,7 +62,7 @@ def _flows(reader, path: str | Path, settings: CaptureSettings) -> Iterator[pa.R
     log.info("reading capture file %s", path)
     for batch in reader:
         yield from meter.process(batch)
-    yield from meter.flush()
+    yield from meter.flush_batches()
     stats = meter.stats
     log.info(
         "capture file %s: %d packets, %d records, %d malformed",

@@ -8,8 +8,9 @@ so N flows are active at once), and feeds them to FlowMeter in batches. Every
 frame carries 18 payload bytes from the source, so with -U each flow stores 36
 bytes of user data. Prints packets per CPU second of the decode and flow-table
 path, where the flow table's bytes go (per slot and per active flow), and the
-peak resident memory of the process before and after the final flush (the flush
-keeps every flow's record in memory as Arrow batches).
+peak resident memory of the process before and after the final flush. The flush
+streams the records (FlowMeter.flush_batches), as `wirewatch capture -r` does, so
+only one output batch of records is held at a time.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def main() -> None:
     active = meter.stats["flows_active"]
     rss_before_flush = peak_rss_mib()
     began = time.process_time()
-    records += sum(b.num_rows for b in meter.flush())
+    records += sum(b.num_rows for b in meter.flush_batches())
     flush_cpu = time.process_time() - began
     table = meter.table
     print(f"flows: {args.flows:,}, packets: {total:,}, -U {args.user_data_len}")

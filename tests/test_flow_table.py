@@ -229,3 +229,21 @@ def test_held_records_come_out_in_one_batch_with_the_same_values():
     assert len(prompt) > 10
     assert len(held) == 1
     assert pa.Table.from_batches(held).equals(pa.Table.from_batches(prompt))
+
+
+def test_flush_batches_yield_as_the_output_fills():
+    from appliance.flows.emit import RECORD_CAPACITY
+
+    count = RECORD_CAPACITY + 100
+    frames = [bytes(ether("10.0.0.1", f"10.{1 + n // 60000}.0.2") / UDP(sport=1024 + n % 60000,
+                                                                          dport=9) / b"q")
+              for n in range(count)]
+    batch = PacketBatch.from_frames(frames, list(range(1_000_000, 1_000_000 + count)))
+    streamed = FlowMeter(SETTINGS)
+    listed = FlowMeter(SETTINGS)
+    assert streamed.process(batch) == [] and listed.process(batch) == []
+
+    batches = list(streamed.flush_batches())
+    assert [b.num_rows for b in batches] == [RECORD_CAPACITY, 100]
+    assert pa.Table.from_batches(batches).equals(pa.Table.from_batches(listed.flush()))
+    assert streamed.stats["flows_active"] == 0

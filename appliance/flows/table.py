@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -188,9 +189,19 @@ class FlowMeter:
 
     def flush(self) -> list[pa.RecordBatch]:
         """Finish every open flow and return the records."""
-        self._tick(0, closing=True)
+        return list(self.flush_batches())
+
+    def flush_batches(self) -> Iterator[pa.RecordBatch]:
+        """Finish every open flow, yielding each record batch as the output arrays fill.
+
+        Unlike ``flush``, the records of a large table are not all held at once. Stopping
+        the iteration early leaves the remaining flows open.
+        """
+        cursor = 0
+        while cursor >= 0:
+            cursor = tick(0, cursor, True, self.table.arrays, self.out.arrays, NAME_TABLES)
+            yield from self._take_records()
         self.fragments.clear()
-        return self._take_records()
 
     def _run(self, packets: tuple) -> None:
         ts_us = packets[4]
