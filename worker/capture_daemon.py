@@ -220,7 +220,7 @@ class CaptureDaemon:
         except CaptureFileError as error:
             self._set_failed(f"cannot replay {source}: {error.reason}")
             return
-        self._write(self.meter.flush())
+        self._write(self.meter.flush_batches())
         self._rotate()
         if completed:
             log.info("replay of %s finished: %d packets, %d records", source,
@@ -242,7 +242,7 @@ class CaptureDaemon:
                 return False
         return True
 
-    def _write(self, batches: list[pa.RecordBatch]) -> None:
+    def _write(self, batches: Iterable[pa.RecordBatch]) -> None:
         """Append records, rotating by time and size, then flush the active file."""
         for batch in batches:
             if batch.num_rows == 0:
@@ -321,7 +321,7 @@ class CaptureDaemon:
             self.ring.set_filter(new.filter, new.snaplen)
         changed = {key for key in METER_KEYS if getattr(new, key) != getattr(old, key)}
         if changed or not live:
-            self._write(self.meter.flush())
+            self._write(self.meter.flush_batches())
             self.meter = FlowMeter(self._settings(new))
         if (new.rotate_seconds, new.rotate_bytes) != (old.rotate_seconds, old.rotate_bytes):
             self._rotate()
@@ -375,7 +375,7 @@ class CaptureDaemon:
     def _shutdown(self) -> None:
         self.notifier.stopping()
         try:
-            self._write(self.meter.flush())
+            self._write(self.meter.flush_batches())
             self._rotate()
         finally:
             self.status["state"] = "stopped"

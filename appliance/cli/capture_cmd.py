@@ -182,7 +182,7 @@ def _read_into_archive(args: argparse.Namespace, settings: CaptureSettings) -> i
             if stop.is_set():
                 log.warning("stopped reading %s early", args.read)
                 break
-        for records in meter.flush():
+        for records in meter.flush_batches():
             writer.write(records, now=packet_time)
     except OSError as error:
         sys.stderr.write(f"wirewatch capture: cannot write {args.archive}: {error}\n")

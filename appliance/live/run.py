@@ -48,7 +48,7 @@ def capture_interface(settings: LiveSettings, meter: FlowMeter,
             for records in meter.process(batch):
                 writer.write(records)
         kernel = ring.statistics()
-    for records in meter.flush():
+    for records in meter.flush_batches():
         writer.write(records)
     counters = dict(meter.stats) | kernel
     log.info("capture on %s stopped: %d packets, %d records, %d dropped by the kernel",
