@@ -265,7 +265,7 @@ def test_batch_counts_malformed_fragments_and_quoting_errors():
     assert decoded.malformed_counts() == {"truncated_ip": 1}
 
 
-def test_a_reused_workspace_decodes_as_fresh_arrays_do():
+def test_reused_workspace_matches_fresh_arrays():
     from appliance.decode import DecodeWorkspace
 
     tagged = bytes(Ether(src=SRC_MAC, dst=DST_MAC) / Dot1Q(vlan=7)

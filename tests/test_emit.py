@@ -20,7 +20,7 @@ def _fill_row(out: RecordArrays, row: int, stime_us: int) -> None:
     out.records[row, f.R_VLAN] = -1
 
 
-def test_a_one_record_batch_keeps_its_values_when_the_output_arrays_are_reused() -> None:
+def test_one_row_batch_survives_array_reuse() -> None:
     out = RecordArrays(user_data_len=0)
     _fill_row(out, 0, 1_000_000)
     first = out.to_batch(1, srcid="sensor", appbytes=True)
@@ -51,6 +51,6 @@ def test_from_numpy_without_nulls_has_no_bitmap() -> None:
 
 
 @pytest.mark.parametrize("values", [np.zeros(3, dtype=bool), np.zeros((2, 2), dtype=np.int64)])
-def test_from_numpy_names_what_it_cannot_wrap(values: np.ndarray) -> None:
+def test_from_numpy_rejects_bool_and_2d(values: np.ndarray) -> None:
     with pytest.raises(TypeError, match="1-d integer or float array"):
         from_numpy(values)

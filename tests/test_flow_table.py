@@ -211,7 +211,7 @@ def test_sequence_numbers_wrap_as_argus_does():
     assert [flgs[3] for flgs in table.column("flgs").to_pylist()] == ["s", "s"]
 
 
-def test_held_records_come_out_in_one_batch_with_the_same_values():
+def test_hold_records_gives_one_batch():
     # 60 short UDP flows, each finished by the status interval of 1 s.
     frames = [udp_frame(6000 + n, b"q") for n in range(60)]
     batches = [PacketBatch.from_frames([frame], [1_000_000 * (n + 1)])
@@ -231,7 +231,7 @@ def test_held_records_come_out_in_one_batch_with_the_same_values():
     assert pa.Table.from_batches(held).equals(pa.Table.from_batches(prompt))
 
 
-def test_flush_batches_yield_as_the_output_fills():
+def test_flush_batches_streams_full_outputs():
     from appliance.flows.emit import RECORD_CAPACITY
 
     count = RECORD_CAPACITY + 100
@@ -241,7 +241,8 @@ def test_flush_batches_yield_as_the_output_fills():
     batch = PacketBatch.from_frames(frames, list(range(1_000_000, 1_000_000 + count)))
     streamed = FlowMeter(SETTINGS)
     listed = FlowMeter(SETTINGS)
-    assert streamed.process(batch) == [] and listed.process(batch) == []
+    assert streamed.process(batch) == []
+    assert listed.process(batch) == []
 
     batches = list(streamed.flush_batches())
     assert [b.num_rows for b in batches] == [RECORD_CAPACITY, 100]

@@ -49,7 +49,7 @@ def icmp6(src: str, dst: str, icmp_type: int, code: int) -> bytes:
 
 
 def records(frames: list[bytes]) -> list[dict]:
-    """Meter the frames, one millisecond apart; return the records by start time."""
+    """Meter the frames one millisecond apart and return the records by start time."""
     batch = PacketBatch.from_frames(
         frames, [1_700_000_000_000_000 + i * 1000 for i in range(len(frames))],
         wirelen=[len(frame) for frame in frames],
@@ -199,7 +199,7 @@ def test_icmpv4_error_dport_as_argus(icmp_type, code, quoted_dst, quoted_proto, 
     assert (record["state"], record["dport"]) == (state, dport)
 
 
-def test_protocol_unreachables_for_two_protocols_are_two_records():
+def test_protocol_unreachables_split_by_protocol():
     frames = [error4(3, 2, "10.0.0.1", 99), error4(3, 2, "10.0.0.1", 17)]
     assert [record["dport"] for record in records(frames)] == [99, 17]
 

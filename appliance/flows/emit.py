@@ -87,7 +87,7 @@ def _name_table(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _numpy_type(kind: pa.DataType) -> np.dtype:
-    """Return the NumPy type that holds values of an Arrow integer or timestamp type."""
+    """Return the NumPy type for the values of an Arrow integer or timestamp type."""
     if pa.types.is_timestamp(kind):
         return np.dtype(np.int64)
     return np.dtype(f"{'i' if pa.types.is_signed_integer(kind) else 'u'}{kind.bit_width // 8}")
