@@ -43,6 +43,8 @@ FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("ltime", TIMESTAMP, "time of the last packet in this record"),
     ("etype", pa.uint16(), "ethertype of the flow (0 = LLC, 0x0800 IPv4, 0x86dd IPv6, ...)"),
     ("proto", pa.uint8(), "IP protocol number; 0 for non-IP flows"),
+    ("appproto", pa.string(), "rtp or rtcp when argus's rules recognise it in a UDP flow "
+                              "(proto then prints it), else null"),
     ("saddr", ADDRESS, "source (initiator) address; IPv4 as IPv4-mapped IPv6"),
     ("sport", pa.uint16(), "source port; ICMP: type << 8 | code; LLC: SSAP"),
     ("daddr", ADDRESS, "destination address; IPv4 as IPv4-mapped IPv6"),

@@ -100,14 +100,25 @@ def test_syn_after_reset_starts_record():
     assert table.column("ltime").to_pylist()[0].timestamp() == 2  # ends at the new SYN
 
 
-def test_syn_after_fin_joins_flow():
-    finished = [segment(CLIENT, SERVER, 4001, 80, "S", 100),
-                segment(SERVER, CLIENT, 80, 4001, "SA", 500),
-                segment(CLIENT, SERVER, 4001, 80, "FA", 101),
-                segment(SERVER, CLIENT, 80, 4001, "FA", 501),
-                segment(CLIENT, SERVER, 4001, 80, "S", 900)]
-    table = records(finished, [1, 1.1, 1.2, 1.3, 5])
-    assert table.column("pkts").to_pylist() == [5]
+def closed_connection(payload: bytes) -> list:
+    """A handshake, the client's segment with ``payload``, FINs both ways, a new SYN."""
+    return [segment(CLIENT, SERVER, 4001, 80, "S", 100),
+            segment(SERVER, CLIENT, 80, 4001, "SA", 500),
+            segment(CLIENT, SERVER, 4001, 80, "PA", 101) / payload,
+            segment(CLIENT, SERVER, 4001, 80, "FA", 101 + len(payload)),
+            segment(SERVER, CLIENT, 80, 4001, "FA", 501),
+            segment(CLIENT, SERVER, 4001, 80, "S", 900)]
+
+
+def test_syn_after_empty_close_starts_record():
+    table = records(closed_connection(b""), [1, 1.1, 1.15, 1.2, 1.3, 5])
+    assert table.column("pkts").to_pylist() == [5, 1]
+    assert table.column("state").to_pylist() == ["FIN", "REQ"]
+
+
+def test_syn_after_data_and_close_joins_flow():
+    table = records(closed_connection(b"GET /"), [1, 1.1, 1.15, 1.2, 1.3, 5])
+    assert table.column("pkts").to_pylist() == [6]
     assert table.column("state").to_pylist() == ["FIN"]
 
 

@@ -8,6 +8,7 @@ Merge rules, as racluster 3.0.8 applies them:
 * state follows the TCP priority RST > FIN > CLO > TIM > CON > ACC > REQ when every
   member is TCP, otherwise it is derived from the merged packet counts;
 * dir is derived from the merged spkts/dpkts;
+* suser, duser and appproto (``rtp``, ``rtcp``) come from the earliest record;
 * a field that is not in the key keeps its value when every member agrees.
   Otherwise addresses become the longest common prefix of the members, ports and
   proto become 0 (proto 0 prints as ``ip``), and every other field becomes null.
@@ -47,6 +48,7 @@ from appliance.analyses.keys import (
 from appliance.analyses.merge import (
     ADDRESS_FIELDS,
     COUNTERS,
+    EARLIEST_RECORD_FIELDS,
     MAC_FIELDS,
     NULL_WHEN_DIFFERENT,
     ZERO_WHEN_DIFFERENT,
@@ -295,9 +297,9 @@ def _builders(merger: Merger, requested: set[str]) -> dict[str, object]:
     for name in ZERO_WHEN_DIFFERENT + NULL_WHEN_DIFFERENT:
         if name in requested:
             builders[name] = lambda name=name: {name: merger.equal_or(name)}
-    users = [name for name in ("suser", "duser") if name in requested]
-    if users:
-        builders["user data"] = lambda: merger.user_data(users)
+    earliest = [name for name in EARLIEST_RECORD_FIELDS if name in requested]
+    if earliest:
+        builders["earliest"] = lambda: merger.earliest_values(earliest)
     for name in ADDRESS_FIELDS:
         if name in requested:
             builders[name] = lambda name=name: {name: merger.addresses(name)}

@@ -65,6 +65,10 @@ ZERO_WHEN_DIFFERENT = ["proto", "sport", "dport"]
 NULL_WHEN_DIFFERENT = ["srcid", "etype", "vlan", "sttl", "dttl", "stos", "dtos", "cause",
                        "sco", "dco", "sas", "das", "label"]
 
+#: Fields that keep the value of the group's earliest record: user data, and the
+#: ``appproto`` that argus keeps from the first record it merges.
+EARLIEST_RECORD_FIELDS = ["suser", "duser", "appproto"]
+
 #: TCP states in increasing priority; the merged record shows the highest one present.
 TCP_STATE_PRIORITY = ["REQ", "ACC", "CON", "TIM", "CLO", "FIN", "RST"]
 
@@ -531,9 +535,9 @@ class Merger:
 
         return _per_mask(masks, texts, rule, pa.string())
 
-    def user_data(self, names: list[str]) -> dict[str, pa.Array]:
-        """Return suser and/or duser: the bytes of each group's earliest record, gathered
-        together."""
+    def earliest_values(self, names: list[str]) -> dict[str, pa.Array]:
+        """Return columns that keep each group's earliest record's value, gathered
+        together (EARLIEST_RECORD_FIELDS)."""
         merged: dict[str, pa.Array] = {}
         present = []
         for name in names:

@@ -69,6 +69,19 @@ def _variable(data: np.ndarray, lengths: np.ndarray, kind: pa.DataType) -> pa.Ar
     )
 
 
+def _optional_names(codes: np.ndarray, names: list[str]) -> pa.Array:
+    """Return ``_names`` with nulls where the code is 0."""
+    missing = codes == 0
+    if missing.all():
+        return pa.nulls(len(codes), pa.string())
+    named = _names(codes, names)
+    if not missing.any():
+        return named
+    valid = np.packbits(~missing, bitorder="little")
+    return pa.Array.from_buffers(pa.string(), len(codes),
+                                 [pa.py_buffer(valid.tobytes()), *named.buffers()[1:]])
+
+
 def _names(codes: np.ndarray, names: list[str]) -> pa.Array:
     """Return the strings that ``codes`` index in ``names``, as an Arrow string array."""
     table, lengths = _name_table(tuple(names))
@@ -128,6 +141,7 @@ def _columns(out: RecordArrays, count: int, appbytes: bool) -> dict[str, pa.Arra
         "state": _names(column(f.R_STATE), f.STATES),
         "flgs": _variable(out.flgs[:count], np.full(count, f.FLGS_WIDTH), pa.string()),
         "cause": _names(column(f.R_CAUSE), f.CAUSES),
+        "appproto": _optional_names(column(f.R_APPPROTO), f.APPPROTOS),
         "pkts": _typed("pkts", spkts + dpkts),
         "spkts": _typed("spkts", spkts),
         "dpkts": _typed("dpkts", dpkts),

@@ -24,11 +24,13 @@ from appliance.decode.constants import (
     P_ICMP,
     P_ICMPV6,
     P_TCP,
+    P_UDP,
 )
 from appliance.flows import layout as f
 from appliance.flows.hashtable import LOW_BITS, find, hash_key, insert, remove, unlink
 from appliance.flows.keys import DNS_PENDING, DNS_TAGGED, EXTRA, PORT_A
-from appliance.flows.record import TCP_ACK, TCP_RST, TCP_SYN, emit, icmp_state_code
+from appliance.flows.record import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, emit, icmp_state_code
+from appliance.flows.rtp import RTP_NONE, initial_state, start_record_rtp, update_rtp
 from appliance.flows.tcp import reset_tcp, start_record_tcp, update_tcp_packet
 from appliance.flows.userdata import append, chunks_free, release
 from appliance.jit import njit
@@ -65,6 +67,7 @@ def start_record(table, slot, ts_us):
         sides[slot, side].appbytes = 0
         release(sides, slot, side, chunk_next, meta, chunks.shape[1])
     start_record_tcp(sides, slot)
+    start_record_rtp(flows, sides, slot)
     flows[slot].stime = ts_us
     flows[slot].ltime = ts_us
     flows[slot].has_packets = 0
@@ -113,7 +116,7 @@ def new_flow(packets, table, row, slot, role):
     flow.reverse_pending = reverse_pending
     flow.in_use = 1
     flow.ip_options = 0
-    flow.tcp_state = 0
+    flow.transport_state = initial_state(etype, proto, fields[row, c.SPORT], fields[row, c.DPORT])
     flow.window_shift = 0
     reset_tcp(sides, slot)
     for side in range(2):
@@ -218,19 +221,24 @@ def update(packets, table, row, slot, role):
         record.start = ts
     record.pkts += 1
     record.bytes += fields[row, c.BYTES]
-    record.appbytes += payload_len
     record.ttl = fields[row, c.TTL]
     record.tos = fields[row, c.TOS]
     flow.encaps |= fields[row, c.ENCAPSULATION] & f.ENCAPSULATION_MASK
     flow.ip_options |= fields[row, c.IP_OPTIONS] & 0xFF
     if fragment != FRAG_WHOLE:
         flow.fragments = 1
+    payload = fields[row, c.PAYLOAD_OFFSET]
+    caplen = fields[row, c.PAYLOAD_CAPLEN]
+    header = 0  # RTP header bytes that argus counts neither as payload nor as user data
     if fragment != FRAG_LATER and is_tcp_flow(flows, slot):
         update_tcp(packets, flows, sides, slot, side, row)
-    take = min(meta[f.M_USER_LIMIT] - np.int64(record.user_len), fields[row, c.PAYLOAD_CAPLEN])
+    elif flow.proto == P_UDP and flow.transport_state != RTP_NONE:
+        header = update_rtp(flows, sides, slot, side, buffer, payload, caplen, payload_len,
+                            fragment)
+    record.appbytes += payload_len - header
+    take = min(meta[f.M_USER_LIMIT] - np.int64(record.user_len), caplen - header)
     if take > 0:
-        append(sides, slot, side, chunks, chunk_next, meta, buffer,
-               fields[row, c.PAYLOAD_OFFSET], take)
+        append(sides, slot, side, chunks, chunk_next, meta, buffer, payload + header, take)
 
 
 @njit(cache=True)
@@ -275,19 +283,26 @@ def emit_record(table, out, slot, cause, tables):
 def ends_record(packets, flows, sides, slot, row):
     """Tell whether the packet ends the flow's record before it is counted.
 
-    A SYN from the initiator of a reset TCP flow starts the flow anew. argus 3.0.8
-    does so after a reset, not after FINs: a SYN on a finished connection joins it.
+    A SYN without ACK, from either side, starts a TCP flow anew after a reset. After a
+    FIN it does so only when the record carried no payload and the flow had seen a SYN
+    before. A SYN after a connection that exchanged data and closed joins its flow, as
+    in argus 3.0.8.
 
-    NOTE: inferred from argus's records of the corpus and of big10 (a SYN 3 s after a
-    reset split, SYNs after FINs joined); argus may also weigh the time since the close.
+    NOTE: inferred from argus 3.0.8.2's records of crafted flows and of big10, not
+    from its source. Whether it counts the payload of the record or of the flow is not
+    known.
     """
-    fields, role = packets[0], packets[3]
-    if not is_tcp_flow(flows, slot) or (role[row] == 0) != (flows[slot].src_is_a == 1):
+    fields = packets[0]
+    if not is_tcp_flow(flows, slot):
         return False
     if fields[row, c.TCP_FLAGS] & (TCP_SYN | TCP_ACK) != TCP_SYN:
         return False
     seen = sides[slot, 0].tcp_flags | sides[slot, 1].tcp_flags
-    return (seen & TCP_RST) != 0
+    if seen & TCP_RST:
+        return True
+    if not seen & TCP_FIN or not seen & TCP_SYN:
+        return False
+    return sides[slot, 0].appbytes == 0 and sides[slot, 1].appbytes == 0
 
 
 @njit(cache=True, inline="always")

@@ -56,7 +56,9 @@ FLOW_DTYPE = np.dtype(
         ("reverse_pending", np.uint8),
         ("in_use", np.uint8),
         ("ip_options", np.uint8),  # IpOption flags seen in the record's packets
-        ("tcp_state", np.uint8),  # TcpState of the connection (argus's state machine)
+        # TCP flows: TcpState of the connection (argus's state machine). UDP flows: what
+        # argus's RTP recognition made of them (``rtp``: RTP_NONE ... RTCP_FLOW).
+        ("transport_state", np.uint8),
         ("window_shift", np.uint8),  # window-scale shift: source in the low nibble, dest high
         ("macs", np.uint8, (2, 6)),  # source and destination MAC
     ],
@@ -71,11 +73,14 @@ TS_CONGESTED = 8  #: flgs column 6: sent ECE on an ECN-capable connection
 TS_ECN_CAPABLE = 16  #: the first SYN or SYN-ACK negotiated ECN
 TS_BASE_SET = 32  #: ``seq_base`` holds a sequence number
 TS_FIN_ACKED = 64  #: the other side acknowledged this side's FIN
+# Bit 128 is RTP_SILENCE of an RTP flow (``rtp``), which has no TCP state.
 #: Bits that describe one record and are cleared when the next record starts.
 TS_RECORD_BITS = TS_RETRANSMITTED | TS_OUT_OF_ORDER | TS_WINDOW_SHUT | TS_CONGESTED
 
 #: Per-direction fields. The TCP fields follow argus 3.0.8's per-direction metrics;
-#: sequence arithmetic is modulo 2**32, as in argus's unsigned 32-bit fields.
+#: sequence arithmetic is modulo 2**32, as in argus's unsigned 32-bit fields. An RTP
+#: flow, which has no TCP state, keeps its RTP header state in the TCP fields instead
+#: (``rtp`` names them).
 SIDE_DTYPE = np.dtype(
     [
         ("pkts", np.int64),
@@ -122,7 +127,8 @@ R_STOS = 19
 R_DTOS = 20
 R_SUSER_LEN = 21
 R_DUSER_LEN = 22
-RECORD_COLUMNS = 23
+R_APPPROTO = 23  #: index into APPPROTOS
+RECORD_COLUMNS = 24
 
 # Entries of the ``meta`` array shared by the compiled functions.
 M_NEXT_TICK = 0  #: -1 before the first packet
@@ -149,6 +155,10 @@ FLGS_WIDTH = 9
 
 DIRECTIONS = ["->", "<-", "<->", "<?>", "?>", "<?", "who"]
 DIR_FORWARD, DIR_BACK, DIR_BOTH, DIR_MID_BOTH, DIR_MID_FORWARD, DIR_MID_BACK, DIR_WHO = range(7)
+
+#: ``appproto`` values: what argus recognised in a UDP flow's payload (0 = nothing).
+APPPROTOS = ["", "rtp", "rtcp"]
+APP_NONE, APP_RTP, APP_RTCP = range(3)
 
 CAUSES = ["Start", "Status", "Close"]
 CAUSE_START, CAUSE_STATUS, CAUSE_CLOSE = range(3)

@@ -11,6 +11,7 @@ from appliance.decode.constants import ET_ARP, ET_IPV4, ET_IPV6, P_ICMP, P_ICMPV
 from appliance.flows import layout as f
 from appliance.flows.keys import ADDRESS_A, ADDRESS_B, PORT_A, PORT_B
 from appliance.flows.names import TcpFlag
+from appliance.flows.rtp import RTP_SILENCE, appproto_code
 from appliance.flows.tcp import sequence_gap
 from appliance.flows.userdata import copy_out
 from appliance.jit import njit
@@ -25,6 +26,9 @@ RETRANSMISSION_LETTERS = (ord("s"), ord("d"), ord("*"))
 OUT_OF_ORDER_LETTERS = (ord("i"), ord("r"), ord("&"))
 WINDOW_SHUT_LETTERS = (ord("S"), ord("D"), ord("@"))
 CONGESTION_LETTERS = (ord("x"), ord("t"), ord("E"))
+# An RTP record's skipped packets (column 4) and silence (column 5).
+LOSS_LETTERS = RETRANSMISSION_LETTERS
+SILENCE_LETTERS = (ord("s"), ord("d"), ord("*"))
 
 
 @njit(cache=True)
@@ -136,7 +140,16 @@ def write_tcp_flgs(sides, slot, flgs, out):
 
 
 @njit(cache=True)
-def write_flgs(flows, sides, slot, encapsulation_codes, option_codes, flgs, out):
+def write_rtp_flgs(sides, slot, flgs, out):
+    """Write flgs columns 4 and 5 of a record printed as rtp: packets its sequence
+    numbers skipped, and silence."""
+    flgs[out, 3] = side_letter(sides[slot, 0].seq_base, sides[slot, 1].seq_base, LOSS_LETTERS)
+    flgs[out, 4] = side_letter(sides[slot, 0].tcp_status & RTP_SILENCE,
+                               sides[slot, 1].tcp_status & RTP_SILENCE, SILENCE_LETTERS)
+
+
+@njit(cache=True)
+def write_flgs(flows, sides, slot, appproto, encapsulation_codes, option_codes, flgs, out):
     """Write the nine positional flgs characters of a flow into ``flgs[out]``."""
     for k in range(f.FLGS_WIDTH):
         flgs[out, k] = 32
@@ -145,6 +158,8 @@ def write_flgs(flows, sides, slot, encapsulation_codes, option_codes, flgs, out)
         flgs[out, 2] = flows[slot].icmp_mapped
     if is_tcp(flows, slot):
         write_tcp_flgs(sides, slot, flgs, out)
+    elif appproto == f.APP_RTP:
+        write_rtp_flgs(sides, slot, flgs, out)
     if flows[slot].fragments:
         flgs[out, 6] = 70  # 'F'
     flgs[out, 7] = option_codes[flows[slot].ip_options & 0x7F]
@@ -204,8 +219,10 @@ def emit(slot, cause, slot_keys8, flows, sides, chunks, chunk_next, meta, record
     records[out, f.R_STATE] = flow_state(flows, sides, slot, icmp4_codes, unreachable_codes,
                                          icmp6_codes)
     records[out, f.R_CAUSE] = cause
+    appproto = appproto_code(flows, sides, slot)
+    records[out, f.R_APPPROTO] = appproto
     write_sides(slot_keys8, flows, slot, records, addrs, out)
-    write_flgs(flows, sides, slot, encapsulation_codes, option_codes, flgs, out)
+    write_flgs(flows, sides, slot, appproto, encapsulation_codes, option_codes, flgs, out)
     for side in range(2):
         records[out, f.R_SPKTS + side] = sides[slot, side].pkts
         records[out, f.R_SBYTES + side] = sides[slot, side].bytes

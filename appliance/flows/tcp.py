@@ -124,7 +124,7 @@ def first_packet(flows, sides, slot, side, flags, seq, ack, window, length):
     src.seq_base = length
 
     if flags & RST:
-        flows[slot].tcp_state = S_LISTEN
+        flows[slot].transport_state = S_LISTEN
         if seq:
             set_base(src, (seq - 1) & MASK)
             src.seq = (seq + length) & MASK
@@ -136,7 +136,7 @@ def first_packet(flows, sides, slot, side, flags, seq, ack, window, length):
 
     kind = flags & (SYN | ACK | FIN | PSH | URG)
     if kind == SYN:
-        flows[slot].tcp_state = S_SYN_SENT
+        flows[slot].transport_state = S_SYN_SENT
         set_base(src, seq)
         src.seq = seq
         src.window = window
@@ -144,7 +144,7 @@ def first_packet(flows, sides, slot, side, flags, seq, ack, window, length):
             src.tcp_status |= f.TS_ECN_CAPABLE
         return
     if kind == SYN | ACK:
-        flows[slot].tcp_state = S_SYN_RECEIVED
+        flows[slot].transport_state = S_SYN_RECEIVED
         set_base(src, seq)
         src.seq = seq
         src.window = window
@@ -156,12 +156,12 @@ def first_packet(flows, sides, slot, side, flags, seq, ack, window, length):
     if kind & ACK and not kind & (SYN | FIN):
         dst.ack = (ack - 1) & MASK
     if kind & FIN and not kind & (SYN | PSH | URG):
-        flows[slot].tcp_state = S_FIN_WAIT_1
+        flows[slot].transport_state = S_FIN_WAIT_1
     elif kind == 0 or kind & SYN or (kind & FIN and kind & (PSH | URG)):
         # argus 3.0.8 files other flag combinations under "closing".
-        flows[slot].tcp_state = S_CLOSING
+        flows[slot].transport_state = S_CLOSING
     else:
-        flows[slot].tcp_state = S_ESTABLISHED
+        flows[slot].transport_state = S_ESTABLISHED
     set_base(src, (seq - 1) & MASK)
     src.seq = (seq + length) & MASK
     src.window = window
@@ -180,7 +180,7 @@ def update_tcp_packet(flows, sides, slot, side, flags, seq, ack, window, wscale,
     """Track one TCP packet whose header was captured (flgs columns 4-6)."""
     if wscale >= 0:
         set_window_shift(flows, slot, side, wscale)
-    state = flows[slot].tcp_state
+    state = flows[slot].transport_state
     if state == S_NONE:
         first_packet(flows, sides, slot, side, flags, seq, ack, window, length)
         return
@@ -284,42 +284,42 @@ def update_state(flows, sides, slot, side, flags, seq, length):
     """Follow argus's ArgusUpdateTCPStateMachine; it marks repeated SYNs and FINs."""
     src = sides[slot, side]
     dst = sides[slot, 1 - side]
-    state = flows[slot].tcp_state
+    state = flows[slot].transport_state
     if flags & RST:
         if state == S_SYN_SENT:
             if dst.seq != src.ack:
-                flows[slot].tcp_state = S_CLOSING
+                flows[slot].transport_state = S_CLOSING
             return
         limit = src.window >> window_shift(flows, slot, side)
         inside = seq >= src.ack and seq < ((src.ack + limit) & MASK)
-        flows[slot].tcp_state = S_CLOSED if inside else S_CLOSING
+        flows[slot].transport_state = S_CLOSED if inside else S_CLOSING
         return
     if state == S_SYN_SENT:
         if flags == SYN:
             src.tcp_status |= RETRANSMITTED
         elif flags == SYN | ACK:
-            flows[slot].tcp_state = S_SYN_RECEIVED
+            flows[slot].transport_state = S_SYN_RECEIVED
         elif flags & FIN:
-            flows[slot].tcp_state = S_FIN_WAIT_1
+            flows[slot].transport_state = S_FIN_WAIT_1
         elif flags & ACK:
-            flows[slot].tcp_state = S_ESTABLISHED
+            flows[slot].transport_state = S_ESTABLISHED
     elif state == S_SYN_RECEIVED:
         if flags & FIN:
-            flows[slot].tcp_state = S_FIN_WAIT_1
+            flows[slot].transport_state = S_FIN_WAIT_1
         elif flags & SYN:
             src.tcp_status |= RETRANSMITTED
         elif flags & ACK:
-            flows[slot].tcp_state = S_ESTABLISHED
+            flows[slot].transport_state = S_ESTABLISHED
     elif state == S_ESTABLISHED:
         if flags & FIN:
-            flows[slot].tcp_state = S_FIN_WAIT_1
+            flows[slot].transport_state = S_FIN_WAIT_1
         elif flags & SYN:
             src.tcp_status |= RETRANSMITTED
     elif state in (S_CLOSE_WAIT, S_FIN_WAIT_1, S_LAST_ACK, S_FIN_WAIT_2):
         closing_packet(flows, sides, slot, side, flags, length)
     elif state in (S_CLOSING, S_TIME_WAIT):
         if flags & ACK and src.seq == src.ack and dst.seq == src.ack:
-            flows[slot].tcp_state = S_CLOSED
+            flows[slot].transport_state = S_CLOSED
 
 
 @njit(cache=True)
@@ -327,11 +327,11 @@ def closing_packet(flows, sides, slot, side, flags, length):
     """Handle a packet after a FIN: a FIN sent again, or the ACK of the other side's FIN."""
     src = sides[slot, side]
     dst = sides[slot, 1 - side]
-    state = flows[slot].tcp_state
+    state = flows[slot].transport_state
     if (state == S_CLOSE_WAIT or state == S_FIN_WAIT_1) and flags & SYN and not flags & ACK:
         return  # argus starts a new flow here; FlowTable's rules decide that
     if flags & FIN and not flags & ACK and dst.tcp_status & f.TS_FIN_ACKED:
         src.tcp_status |= RETRANSMITTED
     if flags & ACK and not length and dst.tcp_flags & FIN and dst.seq == src.ack:
-        flows[slot].tcp_state = S_FIN_WAIT_2
+        flows[slot].transport_state = S_FIN_WAIT_2
         dst.tcp_status |= f.TS_FIN_ACKED

@@ -100,7 +100,7 @@ FIELD_SOURCES: dict[str, frozenset[str]] = {
     "load": frozenset({"spkts", "sbytes", "dpkts", "dbytes", "stime", "ltime"}),
     "sload": frozenset({"spkts", "sbytes", "stime", "ltime"}),
     "dload": frozenset({"dpkts", "dbytes", "stime", "ltime"}),
-    "proto": frozenset({"etype", "proto", "saddr"}),
+    "proto": frozenset({"etype", "proto", "saddr", "appproto"}),
     "saddr": frozenset({"etype", "saddr"}),
     "daddr": frozenset({"etype", "daddr"}),
     "sport": frozenset({"etype", "proto", "saddr", "sport", "dport"}),

@@ -103,6 +103,8 @@ ETHERTYPE_KEYWORDS = {"ipv4": (EtherType.IPV4,), "ipv6": (EtherType.IPV6,),
                       "ip": (EtherType.IPV4, EtherType.IPV6), "arp": (EtherType.ARP,),
                       "rarp": (0x8035,), "llc": (EtherType.LLC,)}
 IP_PROTOCOL_KEYWORDS = ("tcp", "udp", "icmp", "icmpv6", "igmp", "gre", "esp", "ah", "sctp")
+#: Keywords for what argus recognises in UDP payloads (the ``appproto`` column).
+APP_PROTOCOL_KEYWORDS = ("rtp", "rtcp")
 
 TCP = 6
 ICMP_PROTOCOLS = (1, 58)
@@ -130,7 +132,8 @@ BROADCAST_MAC = b"\xff" * 6
 
 KEYWORDS = {"host", "net", "port", "proto", "ether", "co", "srcid", "vlan", "mask",
             *DIRECTIONS, *COUNTERS, *SCALARS, *COMPARISONS, "and", "or", "not",
-            *ETHERTYPE_KEYWORDS, *IP_PROTOCOL_KEYWORDS, *ICMP_KEYWORDS, *FLAG_KEYWORDS,
+            *ETHERTYPE_KEYWORDS, *IP_PROTOCOL_KEYWORDS, *APP_PROTOCOL_KEYWORDS,
+            *ICMP_KEYWORDS, *FLAG_KEYWORDS,
             *STATE_KEYWORDS, *ADDRESS_CLASS_KEYWORDS}
 
 
@@ -263,7 +266,8 @@ class _Parser:
                     self.fail(f"'{second}' twice: use 'src {joiner} dst'", back=1)
                 template.direction = f"src {joiner} dst"
             token = self.peek()
-        if token in ETHERTYPE_KEYWORDS or token in IP_PROTOCOL_KEYWORDS:
+        if (token in ETHERTYPE_KEYWORDS or token in IP_PROTOCOL_KEYWORDS
+                or token in APP_PROTOCOL_KEYWORDS):
             if template.direction:
                 self.fail("a direction needs a keyword such as host, net, port or pkts")
             self.take()
@@ -296,6 +300,8 @@ class _Parser:
 
 
 def _protocol(keyword: str) -> Expr:
+    if keyword in APP_PROTOCOL_KEYWORDS:
+        return col("appproto").fill_null("") == keyword
     if keyword in ETHERTYPE_KEYWORDS:
         return col("etype").is_in(list(ETHERTYPE_KEYWORDS[keyword]))
     number = _PROTOCOL_NUMBERS[keyword]

@@ -210,11 +210,14 @@ def _is_ip_flow(etype: int | None, address: bytes | None) -> bool:
 
 
 def protocol_name(etype: int | None, proto: int | None, address: bytes | None,
-                  numeric: int = 0) -> str:
-    """Return the ``proto`` text of a record: IP protocol name, ethertype name or number."""
+                  numeric: int = 0, appproto: str | None = None) -> str:
+    """Return the ``proto`` text of a record: ``appproto`` (rtp, rtcp), IP protocol name,
+    ethertype name or number."""
     if _is_ip_flow(etype, address) and etype != EtherType.ARP:
         number = proto or 0
-        return str(number) if numeric >= 2 else IP_PROTOCOL_NAMES.get(number, str(number))
+        if numeric >= 2:
+            return str(number)
+        return appproto or IP_PROTOCOL_NAMES.get(number, str(number))
     number = etype or 0
     if numeric >= 2 and number != EtherType.LLC:
         return str(number)
@@ -223,9 +226,10 @@ def protocol_name(etype: int | None, proto: int | None, address: bytes | None,
 
 def _proto(columns: RecordColumns, options: RenderOptions, item: str) -> list[str]:
     return [
-        protocol_name(etype, proto, saddr, options.numeric)
-        for etype, proto, saddr in zip(columns["etype"], columns["proto"], columns["saddr"],
-                                       strict=True)
+        protocol_name(etype, proto, saddr, options.numeric, appproto)
+        for etype, proto, saddr, appproto in zip(
+            columns["etype"], columns["proto"], columns["saddr"], columns["appproto"],
+            strict=True)
     ]
 
 
@@ -340,6 +344,8 @@ def _user_data(name: str) -> Formatter:
                 texts.append("")
             elif options.user_data == "dns":
                 texts.append(_dns_user_text(prefix, data, is_tcp, limit, options))
+            elif not data:
+                texts.append("")  # as ra, where radump prints d[0]=""
             else:
                 shown = data[:limit]
                 texts.append(f"{prefix}[{len(shown)}]={ascii_text(shown)}")

@@ -293,6 +293,9 @@ def _proto(batch: _Batch, options: render.RenderOptions, item: str) -> Formatted
         texts = pc.cast(pa.array(numbers), pa.string())
     else:
         texts = pc.take(_PROTOCOL_NAMES, pa.array(numbers))
+        appproto = batch.array("appproto")
+        if appproto.null_count < len(appproto):
+            texts = pc.coalesce(appproto, texts)
     return texts, ~fast
 
 
