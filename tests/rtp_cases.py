@@ -2,7 +2,7 @@
 
 Each case is a list of packets (direction, UDP payload, seconds since the previous
 packet): direction 0 goes from 10.0.0.1 to 10.0.0.2, 1 back. Case number i uses
-source port 40000 + 2i and destination port 5004, unless PORTS says otherwise.
+source port 40000 + 2i and destination port 5004, unless PORTS gives another.
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ ARGUS_CONF = Path(__file__).resolve().parents[1] / ".." / "shared" / "oracle" / 
 CLIENT, SERVER = "10.0.0.1", "10.0.0.2"
 FIRST_PORT = 42000
 
-# (seconds since the previous packet, sender: 0 client / 1 server, flags, seq, ack[,
-# payload bytes])
+# A segment: seconds since the previous packet, sender (0 client, 1 server), flags, seq,
+# ack, and optionally the number of payload bytes.
 Segment = tuple
 HANDSHAKE: list[Segment] = [(0.0, 0, "S", 1000, 0), (0.02, 1, "SA", 5000, 1001),
                             (0.02, 0, "A", 1001, 5001)]

@@ -14,7 +14,7 @@ skip (flgs column 4) and marks voice packets without whole frames as silence (fl
 column 5).
 
 An RTP flow keeps its header state in its directions' TCP fields, which a UDP flow
-does not use: ``seq`` holds the SSRC and ``ack`` the sequence number of the
+does not use: ``seq`` contains the SSRC and ``ack`` the sequence number of the
 direction's last RTP header (0: none yet), ``seq_base`` the record's skipped packets
 and a ``tcp_status`` bit (RTP_SILENCE) its silence.
 
@@ -49,6 +49,7 @@ RTCP_RECEIVER_REPORT = 201
 FIRST_RTP_PORT = 1024
 #: AFS uses these ports with headers that look like RTP.
 AFS_PORTS = (7000, 7010)
+#: Packets one direction of a record must send before the record prints ``rtp``.
 RTP_MIN_PACKETS = 5
 #: Payload types whose packets argus expects to hold whole 10-byte frames: PCMU,
 #: PCMA, G722, G728 and G729.
@@ -60,6 +61,7 @@ RTP_SILENCE = 128
 
 @njit(cache=True, inline="always")
 def rtp_port(port):
+    """Tell whether argus looks for RTP on a flow with this port."""
     return port >= FIRST_RTP_PORT and not (AFS_PORTS[0] <= port <= AFS_PORTS[1])
 
 
@@ -107,6 +109,7 @@ def first_kind(sides, slot, side, buffer, start, caplen):
 
 @njit(cache=True, inline="always")
 def remember(sides, slot, side, buffer, start):
+    """Store the SSRC and sequence number of a direction's latest RTP header."""
     sides[slot, side].seq = u32(buffer, start + 8)
     sides[slot, side].ack = u16(buffer, start + 2)
 
@@ -134,7 +137,7 @@ def header_length(buffer, start, caplen, length):
     reads the extension length as bytes and subtracts it even beyond the payload. Here
     it counts 32-bit words, as RFC 3550 defines it, and stops at the payload's end.
     """
-    csrc = min(buffer[start] & 0x0F, 15) * 4
+    csrc = (buffer[start] & 0x0F) * 4
     if csrc >= length:
         return 0
     skip = RTP_HEADER_LEN + csrc

@@ -345,7 +345,7 @@ def _user_data(name: str) -> Formatter:
             elif options.user_data == "dns":
                 texts.append(_dns_user_text(prefix, data, is_tcp, limit, options))
             elif not data:
-                texts.append("")  # as ra, where radump prints d[0]=""
+                texts.append("")  # as ra does. radump's DNS text prints d[0]="" instead.
             else:
                 shown = data[:limit]
                 texts.append(f"{prefix}[{len(shown)}]={ascii_text(shown)}")
